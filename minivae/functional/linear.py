@@ -1,0 +1,43 @@
+"""Matrix products: the dense layer and the bare `@`."""
+from ..tensor import Tensor
+from ._common import check_float, check_ndim, tensors, xp_of
+
+__all__ = ["matmul", "linear"]
+
+
+def matmul(a, b):
+    """y = a @ b for 2-D a (n, k) and b (k, m);  dL/da = dL/dy @ bᵀ,  dL/db = aᵀ @ dL/dy."""
+    a, b = tensors(a, b)
+    xp_of("matmul", a, b)
+    check_ndim("matmul", "a", a, 2)
+    check_ndim("matmul", "b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: inner sizes differ: a {tuple(a.shape)} @ b {tuple(b.shape)}")
+    return Tensor.from_op(a.data @ b.data, (a, b),
+                          lambda g: (g @ b.data.T, a.data.T @ g), "matmul")
+
+
+def linear(x, w, b=None):
+    """Dense layer y = x @ w + b, x (N, in), w (in, out), b (out,).
+
+    dL/dx = dL/dy @ wᵀ,  dL/dw = xᵀ @ dL/dy,  dL/db = Σ_batch dL/dy.
+    """
+    x, w, b = tensors(x, w, b)
+    xp_of("linear", x, w, b)
+    check_float("linear", x=x, w=w, b=b)
+    check_ndim("linear", "x", x, 2, "(N, in_features)")
+    check_ndim("linear", "w", w, 2, "(in_features, out_features)")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"linear: x has {x.shape[1]} features but w expects {w.shape[0]}: "
+                         f"x {tuple(x.shape)}, w {tuple(w.shape)}")
+    if b is not None and b.shape != (w.shape[1],):
+        raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
+    y = x.data @ w.data
+    if b is not None:
+        y += b.data
+
+    def backward(g):
+        return (g @ w.data.T if x.requires_grad else None,
+                x.data.T @ g if w.requires_grad else None,
+                g.sum(axis=0) if b is not None and b.requires_grad else None)
+    return Tensor.from_op(y, (x, w, b), backward, "linear")
