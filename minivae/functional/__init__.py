@@ -11,3 +11,8 @@ from .conv import *           # noqa: F401,F403  conv2d conv_transpose2d
 from .losses import *         # noqa: F401,F403  binary_cross_entropy(_with_logits) mse_loss gaussian_kl
 from .sampling import *       # noqa: F401,F403  reparameterize
 from .normalization import *  # noqa: F401,F403  batch_norm dropout
+
+from . import activations, conv, elementwise, linear, losses, normalization, sampling, shape  # noqa: E402
+
+__all__ = [name for module in (elementwise, shape, linear, activations, conv, losses, sampling,
+                               normalization) for name in module.__all__]
