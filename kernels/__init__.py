@@ -1,0 +1,1 @@
+"""Hand-written CUDA kernels (being written)."""
