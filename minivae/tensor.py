@@ -60,8 +60,8 @@ def _as_array(data, dtype=None):
         data = data.data
     if backend.is_cupy_array(data):
         return data if dtype is None else data.astype(dtype, copy=False)
-    if dtype is None and not (isinstance(data, np.ndarray) and data.dtype.kind == "f"):
-        dtype = backend.DEFAULT_DTYPE  # Python numbers, lists, integer arrays -> float32
+    if dtype is None and not isinstance(data, (np.ndarray, np.generic)):
+        dtype = backend.DEFAULT_DTYPE  # Python numbers and lists -> float32; arrays keep their dtype
     return np.asarray(data, dtype=dtype)
 
 

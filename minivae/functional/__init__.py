@@ -12,7 +12,8 @@ from .losses import *         # noqa: F401,F403  binary_cross_entropy(_with_logi
 from .sampling import *       # noqa: F401,F403  reparameterize
 from .normalization import *  # noqa: F401,F403  batch_norm dropout
 
-from . import activations, conv, elementwise, linear, losses, normalization, sampling, shape  # noqa: E402
+import sys as _sys  # noqa: E402
 
-__all__ = [name for module in (elementwise, shape, linear, activations, conv, losses, sampling,
-                               normalization) for name in module.__all__]
+# (the modules' names are looked up in sys.modules: `linear` here is the function, not the module)
+FAMILIES = ("elementwise", "shape", "linear", "activations", "conv", "losses", "sampling", "normalization")
+__all__ = [name for family in FAMILIES for name in _sys.modules[f"{__name__}.{family}"].__all__]
