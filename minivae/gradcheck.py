@@ -23,8 +23,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0, raise_exceptio
     with raise_exception=False) with a report naming the input, the element, both values and
     the relative error.
     """
-    xs = [None if x is None else Tensor(backend.to_numpy(x.data if isinstance(x, Tensor) else x),
-                                        dtype=np.float64, requires_grad=True) for x in inputs]
+    xs = [None if x is None else Tensor(np.array(backend.to_numpy(x.data if isinstance(x, Tensor) else x),
+                                                 dtype=np.float64), requires_grad=True) for x in inputs]
     out = fn(*xs)
     v = np.random.default_rng(seed).standard_normal(out.shape)
     out.backward(v)

@@ -190,7 +190,7 @@ class Tensor:
                                  "number; pass the upstream gradient dL/d(output) of that shape")
             grad = xp.ones_like(self.data)
         else:
-            grad = _as_array(grad, self.dtype)
+            grad = backend.to_device(_as_array(grad, self.dtype), self.device)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: upstream gradient has shape {tuple(grad.shape)}, "
                                  f"the output has shape {tuple(self.shape)}")
@@ -201,14 +201,16 @@ class Tensor:
 
         pending = {id(self): grad}  # gradients that have reached a node but not gone past it
         for step, node in enumerate(_reverse_topological_order(self)):
-            g = pending.pop(id(node))
+            g = pending.pop(id(node), None)
+            if g is None:  # every path to this node carried no gradient
+                continue
             if report:
                 finite = bool(xp.isfinite(g).all())
                 norm, peak = float(xp.linalg.norm(g.ravel())), float(abs(g).max()) if g.size else 0.0
                 report(f"{step:>4}  {node.op or 'leaf':<24} {node.layer or node.name or '-':<22} "
                        f"{str(tuple(g.shape)):<18} {norm:>10.3e} {peak:>10.3e}  {'yes' if finite else 'NO'}")
-            if node._backward is None:  # a leaf: keep the gradient
-                node.grad = g if node.grad is None else node.grad + g
+            if node._backward is None:  # a leaf: keep the gradient (a copy: g may be a shared view)
+                node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
             for inp, g_in in zip(node._inputs, node._backward(g)):
                 if inp is None or g_in is None or not inp.requires_grad:

@@ -5,7 +5,8 @@ from ..tensor import Tensor, as_tensor
 
 def tensors(*items, like=None):
     """Each item as a Tensor (None stays None); numbers take the dtype of the first tensor."""
-    like = like or next((t for t in items if isinstance(t, Tensor)), None)
+    if like is None:
+        like = next((t for t in items if isinstance(t, Tensor)), None)
     return tuple(None if t is None else as_tensor(t, like) for t in items)
 
 

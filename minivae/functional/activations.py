@@ -1,2 +1,46 @@
-"""(being written)"""
-__all__ = []
+"""Activations: elementwise nonlinearities. Each backward multiplies the upstream gradient by
+the activation's slope at x."""
+from ..tensor import Tensor
+from ._common import check_float, tensors, xp_of
+
+__all__ = ["relu", "leaky_relu", "sigmoid"]
+
+
+def relu(x):
+    """y = max(x, 0);  dL/dx = dL/dy · [x > 0]  (the kink at 0 gets slope 0)."""
+    (x,) = tensors(x)
+    xp = xp_of("relu", x)
+    check_float("relu", x=x)
+    positive = x.data > 0
+    return Tensor.from_op(xp.maximum(x.data, 0), (x,), lambda g: (g * positive,), "relu")
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """y = x if x > 0 else a·x;  dL/dx = dL/dy · (1 if x > 0 else a)."""
+    (x,) = tensors(x)
+    xp = xp_of("leaky_relu", x)
+    check_float("leaky_relu", x=x)
+    positive = x.data > 0
+    y = xp.where(positive, x.data, negative_slope * x.data)
+    return Tensor.from_op(y, (x,), lambda g: (xp.where(positive, g, negative_slope * g),),
+                          "leaky_relu")
+
+
+def sigmoid_array(xp, a):
+    """σ(a) = 1 / (1 + e⁻ᵃ) on a bare array, without overflow for any a.
+
+    Only e^{-|a|} <= 1 is ever computed: σ(a) = 1 / (1 + e^{-a}) for a >= 0 and
+    e^{a} / (1 + e^{a}) for a < 0. (The naive form overflows e^{-a} for a < -88 in float32.)
+    Shared with binary_cross_entropy_with_logits.
+    """
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid(x):
+    """y = σ(x) = 1 / (1 + e⁻ˣ);  dL/dx = dL/dy · y (1 - y)."""
+    (x,) = tensors(x)
+    xp = xp_of("sigmoid", x)
+    check_float("sigmoid", x=x)
+    y = sigmoid_array(xp, x.data)
+    return Tensor.from_op(y, (x,), lambda g: (g * y * (1 - y),), "sigmoid")

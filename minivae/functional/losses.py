@@ -1,2 +1,102 @@
-"""(being written)"""
-__all__ = []
+"""Losses: the reconstruction terms of a VAE (binary cross-entropy, mean squared error) and
+its regularizer, the KL divergence of the encoder's Gaussian from the standard normal prior.
+
+The elementwise losses share one pattern: compute ℓ_i and dℓ_i/dx_i, then reduce. Only the
+prediction gets a gradient; the target is data (it may be a Tensor, but it is not a graph input).
+"""
+from ..tensor import Tensor
+from ._common import check_float, check_ndim, tensors, xp_of
+from .activations import sigmoid_array
+
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "gaussian_kl"]
+
+REDUCTIONS = ("mean", "sum", "none")
+BCE_EPSILON = 1e-7  # Keras's backend.epsilon(): probabilities are clipped to [1e-7, 1 - 1e-7]
+
+
+def _prediction_and_target(op, pred, target, reduction):
+    """Check the arguments shared by the elementwise losses; the target comes back as an array
+    of the prediction's dtype."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+    pred, target = tensors(pred, target)
+    xp_of(op, pred, target)
+    check_float(op, pred=pred)
+    if pred.shape != target.shape:
+        raise ValueError(f"{op}: prediction has shape {tuple(pred.shape)} but target has shape "
+                         f"{tuple(target.shape)}; they must match")
+    return pred, target.data.astype(pred.dtype, copy=False)
+
+
+def _reduced_loss(op, loss, local_grad, pred, reduction):
+    """The loss ℓ (elementwise, of pred's shape) reduced as asked, as a Tensor.
+
+    local_grad() gives dℓ_i/dpred_i;  dL/dpred_i = dL/dy · dℓ_i/dpred_i · (1/n for "mean").
+    """
+    xp = xp_of(op, pred)
+    if reduction == "none":
+        return Tensor.from_op(loss, (pred,), lambda g: (g * local_grad(),), op)
+    scale = 1 / loss.size if reduction == "mean" else 1
+    y = xp.asarray(loss.sum() * scale, dtype=loss.dtype)  # shape ()
+    return Tensor.from_op(y, (pred,), lambda g: (g * scale * local_grad(),), op)
+
+
+def binary_cross_entropy(p, target, reduction="mean"):
+    """ℓ = -[t·log p + (1 - t)·log(1 - p)] on probabilities p;  dℓ/dp = (p - t) / (p (1 - p)).
+
+    p is first clipped to [ε, 1 - ε] with ε = 1e-7 (Keras's epsilon), so p = 0 or 1 gives a large
+    but finite loss instead of inf. Where the clip is active the gradient is the clip's: zero.
+    """
+    op = "binary_cross_entropy"
+    p, t = _prediction_and_target(op, p, target, reduction)
+    xp = xp_of(op, p)
+    clipped = xp.clip(p.data, BCE_EPSILON, 1 - BCE_EPSILON)
+    loss = -(t * xp.log(clipped) + (1 - t) * xp.log(1 - clipped))
+
+    def local_grad():
+        inside = clipped == p.data  # where the clip changed nothing, it passes the gradient on
+        return inside * (clipped - t) / (clipped * (1 - clipped))
+    return _reduced_loss(op, loss, local_grad, p, reduction)
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """ℓ = BCE(σ(x), t), computed from the logit x as max(x, 0) - x·t + log(1 + e^{-|x|});
+    dℓ/dx = σ(x) - t.
+
+    This form never evaluates e^{|x|} or log 0, so it is finite for any x without a clip.
+    """
+    op = "binary_cross_entropy_with_logits"
+    x, t = _prediction_and_target(op, logits, target, reduction)
+    xp = xp_of(op, x)
+    loss = xp.maximum(x.data, 0) - x.data * t + xp.log1p(xp.exp(-xp.abs(x.data)))
+    return _reduced_loss(op, loss, lambda: sigmoid_array(xp, x.data) - t, x, reduction)
+
+
+def mse_loss(pred, target, reduction="mean"):
+    """ℓ = (pred - t)²;  dℓ/dpred = 2 (pred - t)."""
+    op = "mse_loss"
+    pred, t = _prediction_and_target(op, pred, target, reduction)
+    diff = pred.data - t
+    return _reduced_loss(op, diff * diff, lambda: 2 * diff, pred, reduction)
+
+
+def gaussian_kl(mu, log_var):
+    """KL(N(μ, σ²) ‖ N(0, 1)) per sample, summed over the latent dimensions j:
+    y = -½ Σ_j (1 + log σ²_j - μ_j² - σ²_j),  mu and log_var (N, D) -> y (N,).
+
+    dL/dμ = dL/dy · μ,  dL/d(log σ²) = dL/dy · ½ (σ² - 1).
+    """
+    mu, log_var = tensors(mu, log_var)
+    xp = xp_of("gaussian_kl", mu, log_var)
+    check_float("gaussian_kl", mu=mu, log_var=log_var)
+    check_ndim("gaussian_kl", "mu", mu, 2, "(N, latent_dim)")
+    if log_var.shape != mu.shape:
+        raise ValueError(f"gaussian_kl: mu has shape {tuple(mu.shape)} but log_var has shape "
+                         f"{tuple(log_var.shape)}; they must match")
+    var = xp.exp(log_var.data)
+    y = -0.5 * (1 + log_var.data - mu.data ** 2 - var).sum(axis=1)  # (N,)
+
+    def backward(g):
+        g = g[:, None]  # (N, 1): each sample's gradient spreads over its D latent dimensions
+        return g * mu.data, g * 0.5 * (var - 1)
+    return Tensor.from_op(y, (mu, log_var), backward, "gaussian_kl")
