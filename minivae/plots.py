@@ -1,0 +1,178 @@
+"""Pictures of a trained VAE, drawn from NumPy arrays: reconstructions, prior samples, the latent
+space of the test set, Chollet's latent manifold, and the loss curves.
+
+Each function takes arrays (no model), writes one PNG and returns its path. Figures are
+`matplotlib.figure.Figure` objects rendered by Agg, so nothing here touches pyplot's global state
+or needs a display. Images are (N, 1, H, W) or (N, H, W) with values in [0, 1].
+"""
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from . import backend
+
+try:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ImportError as exc:  # matplotlib is the optional "plot" extra
+    raise ImportError("minivae.plots needs matplotlib: pip install 'minivae[plot]'") from exc
+
+__all__ = ["save_reconstructions", "save_samples", "save_latent_scatter", "save_manifold",
+           "manifold_image", "save_loss_curves", "tile_images"]
+
+
+def _as_images(images, what="images"):
+    """(N, 1, H, W) or (N, H, W), NumPy or CuPy -> (N, H, W) NumPy."""
+    images = backend.to_numpy(images)
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"{what}: expected shape (N, 1, H, W) or (N, H, W), got {images.shape}")
+    return images
+
+
+def tile_images(images, ncols, gap=0):
+    """(N, H, W) -> one (rows·(H + gap) − gap, ncols·(W + gap) − gap) picture, row by row; the
+    gaps and any empty cells in the last row are left at 0.5 (grey) so that digits stand apart."""
+    n, h, w = images.shape
+    rows = math.ceil(n / ncols)
+    picture = np.full((rows * (h + gap) - gap, ncols * (w + gap) - gap), 0.5, dtype=np.float32)
+    for k, image in enumerate(images):
+        top, left = (k // ncols) * (h + gap), (k % ncols) * (w + gap)
+        picture[top:top + h, left:left + w] = image
+    return picture
+
+
+def _save(figure, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def save_reconstructions(originals, reconstructions, path, n=10):
+    """The first n test images (top row) above their reconstructions (bottom row)."""
+    originals = _as_images(originals, "originals")[:n]
+    reconstructions = _as_images(reconstructions, "reconstructions")[:n]
+    if originals.shape != reconstructions.shape:
+        raise ValueError(f"save_reconstructions: {len(originals)} originals of shape "
+                         f"{originals.shape[1:]} but {len(reconstructions)} reconstructions "
+                         f"of shape {reconstructions.shape[1:]}")
+    count = len(originals)
+    figure = Figure(figsize=(max(count, 4), 2.4), layout="constrained")
+    axes = figure.subplots(2, 1)
+    for ax, images, label in zip(axes, (originals, reconstructions), ("original", "reconstruction")):
+        ax.imshow(tile_images(images, count, gap=2), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label)
+    figure.suptitle("test images (top) and their reconstructions (bottom)")
+    return _save(figure, path)
+
+
+def save_samples(images, path, ncols=10):
+    """A grid of images decoded from z ~ N(0, I), ncols to a row."""
+    images = _as_images(images)
+    ncols = min(ncols, len(images))
+    rows = math.ceil(len(images) / ncols)
+    figure = Figure(figsize=(ncols, rows + 0.4), layout="constrained")
+    ax = figure.add_subplot()
+    ax.imshow(tile_images(images, ncols, gap=2), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)")
+    return _save(figure, path)
+
+
+def save_latent_scatter(z, labels, path):
+    """The test set's latent codes, coloured by digit; the first two dimensions if there are more."""
+    z, labels = backend.to_numpy(z), backend.to_numpy(labels).astype(int).ravel()
+    if z.ndim != 2 or len(z) != len(labels):
+        raise ValueError(f"save_latent_scatter: expected z (N, D) and N labels, got z {z.shape} "
+                         f"and {len(labels)} labels")
+    figure = Figure(figsize=(7, 6), layout="constrained")
+    ax = figure.add_subplot()
+    # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
+    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
+                        alpha=0.7, linewidths=0)
+    colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
+    colorbar.set_label("digit")
+    colorbar.solids.set_alpha(1)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    which = f"first 2 of {z.shape[1]} latent dimensions" if z.shape[1] > 2 else "2-D latent space"
+    ax.set_title(f"{len(z)} test images in the {which}, by digit")
+    return _save(figure, path)
+
+
+def manifold_image(decode, n=15, digit_size=28, latent_dim=2):
+    """Chollet's manifold (§8.4): decode a grid of z over Gaussian quantiles, tile the digits.
+
+    grid = Φ⁻¹(linspace(0.05, 0.95, n)), so equal steps of probability rather than of z. As in
+    the book, the tile in row i, column j decodes z = (grid[j], grid[i]): z[0] grows to the right
+    and z[1] grows downwards. With latent_dim > 2 the other dimensions are held at 0. `decode` gets
+    all n·n codes at once, a float32 (n·n, latent_dim) array, and returns n·n images.
+    Returns the (n·digit_size, n·digit_size) picture and the grid.
+    """
+    grid = np.array([NormalDist().inv_cdf(q) for q in np.linspace(0.05, 0.95, n)])
+    z = np.zeros((n * n, latent_dim), dtype=np.float32)
+    z[:, 0] = np.tile(grid, n)     # k = i·n + j -> grid[j]
+    z[:, 1] = np.repeat(grid, n)   # k = i·n + j -> grid[i]
+    images = backend.to_numpy(decode(z)).reshape(n * n, digit_size, digit_size)
+    return tile_images(images, n), grid
+
+
+def save_manifold(decode, path, n=15, digit_size=28, latent_dim=2):
+    """Chollet's n×n latent-manifold picture (see `manifold_image`), axes labelled with z."""
+    picture, grid = manifold_image(decode, n, digit_size, latent_dim)
+    figure = Figure(figsize=(10, 10.4), layout="constrained")
+    ax = figure.add_subplot()
+    ax.imshow(picture, cmap="Greys_r", vmin=0, vmax=1)
+    centres = digit_size * np.arange(n) + (digit_size - 1) / 2
+    labels = [f"{g:.2f}".replace("-0.00", "0.00") for g in grid]  # the middle one is −1e-17
+    ax.set_xticks(centres, labels)
+    ax.set_yticks(centres, labels)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    held = "; z[2:] = 0" if latent_dim > 2 else ""
+    ax.set_title(f"decoded digits over the latent plane (Gaussian quantiles 5%–95%{held})")
+    return _save(figure, path)
+
+
+def save_loss_curves(metrics, path):
+    """Train and test loss by epoch; a second panel with the test reconstruction and KL terms when
+    the metrics have them (the training ones dashed, when present too)."""
+    if not metrics:
+        raise ValueError("save_loss_curves: no metrics to plot")
+
+    def column(key):
+        return np.array([m.get(key, np.nan) for m in metrics], dtype=float)
+
+    epochs = column("epoch")
+    has_terms = any("test_recon" in m or "test_kl" in m for m in metrics)
+    figure = Figure(figsize=(11 if has_terms else 6, 4), layout="constrained")
+    axes = figure.subplots(1, 2 if has_terms else 1, squeeze=False)[0]
+    axes[0].plot(epochs, column("train_loss"), "o-", markersize=3, label="train")
+    axes[0].plot(epochs, column("test_loss"), "o-", markersize=3, label="test")
+    axes[0].set_title("loss")
+    if has_terms:
+        # the two terms differ in scale (reconstruction ≫ KL), so each gets its own y axis
+        recon_ax, kl_ax = axes[1], axes[1].twinx()
+        for ax, key, colour in ((recon_ax, "recon", "tab:blue"), (kl_ax, "kl", "tab:red")):
+            ax.plot(epochs, column(f"test_{key}"), "o-", markersize=3, color=colour, label=f"test {key}")
+            if any(f"train_{key}" in m for m in metrics):
+                ax.plot(epochs, column(f"train_{key}"), "--", color=colour, label=f"train {key}")
+            ax.set_ylabel(f"{key} term", color=colour)
+            ax.tick_params(axis="y", colors=colour)
+        recon_ax.set_title("reconstruction and KL terms")
+        # beside the panel, not on it: with two y axes no corner is sure to be empty
+        kl_ax.legend(handles=recon_ax.get_lines() + kl_ax.get_lines(), loc="upper left",
+                     bbox_to_anchor=(1.15, 1))
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return _save(figure, path)

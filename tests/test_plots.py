@@ -1,0 +1,123 @@
+"""Plots: each picture is written as a real PNG of a sensible size; the manifold grid is laid out as
+in Chollet's book (z[0] along the columns, z[1] down the rows, extreme quantiles at the corners)."""
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+from matplotlib.image import imread  # noqa: E402
+
+from minivae import plots  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def digit_like(count, seed=0, channel=True):
+    """Blurred random strokes in [0, 1]: a bright bar through the middle at a random angle."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:28, 0:28] - 13.5
+    images = []
+    for angle in rng.uniform(0, np.pi, count):
+        distance = np.abs(rows * np.cos(angle) - cols * np.sin(angle))  # from a line through the centre
+        images.append(np.exp(-(distance / 2.0) ** 2) * (np.hypot(rows, cols) < 11))
+    images = np.array(images, dtype=np.float32)
+    return images[:, None] if channel else images
+
+
+def read_png(path, min_size=(100, 100), max_size=(2000, 2000)):
+    """Check the file is a non-empty PNG that matplotlib reads back; return its pixels."""
+    data = open(path, "rb").read()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+    pixels = imread(path)
+    height, width = pixels.shape[:2]
+    assert pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+    assert min_size[0] <= height <= max_size[0] and min_size[1] <= width <= max_size[1]
+    assert pixels[..., :3].std() > 0.01  # something was drawn
+    return pixels
+
+
+@pytest.mark.parametrize("channel", [True, False], ids=["NCHW", "NHW"])
+def test_save_reconstructions(tmp_path, channel):
+    originals = digit_like(12, channel=channel)
+    path = plots.save_reconstructions(originals, originals * 0.8, tmp_path / "sub" / "recon.png")
+    assert path == tmp_path / "sub" / "recon.png"
+    pixels = read_png(path)
+    assert pixels.shape[1] > 2 * pixels.shape[0]  # two rows of ten: a wide strip
+
+
+def test_save_reconstructions_refuses_mismatched_arrays(tmp_path):
+    with pytest.raises(ValueError, match="originals"):
+        plots.save_reconstructions(digit_like(5), digit_like(3), tmp_path / "r.png")
+
+
+@pytest.mark.parametrize("count", [100, 7])
+def test_save_samples(tmp_path, count):
+    read_png(plots.save_samples(digit_like(count), tmp_path / "samples.png"))
+
+
+def test_tile_images_places_row_by_row_and_fills_gaps_grey():
+    images = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 2, 3), np.float32)
+    picture = plots.tile_images(images, ncols=3, gap=1)
+    assert picture.shape == (2 * 2 + 1, 3 * 3 + 2)
+    assert picture[0, 0] == 0 and picture[0, 4] == 1 and picture[3, 4] == 4
+    assert picture[2, 0] == 0.5 and picture[3, 8] == 0.5  # the gap row; the empty sixth cell
+
+
+@pytest.mark.parametrize("dims", [2, 5])
+def test_save_latent_scatter(tmp_path, dims):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    z = rng.standard_normal((500, dims)) + labels[:, None] * 0.3
+    read_png(plots.save_latent_scatter(z, labels, tmp_path / "latent.png"))
+
+
+def test_manifold_grid_matches_the_book(tmp_path):
+    n = 4
+    seen = []
+
+    def decode(z):
+        seen.append(z)
+        # paint each tile with its own (z[0], z[1]) so the layout can be checked
+        return np.broadcast_to(z[:, :1, None], (len(z), 5, 5)) + 10 * z[:, 1, None, None]
+
+    picture, grid = plots.manifold_image(decode, n=n, digit_size=5)
+    (z,) = seen
+    assert z.shape == (n * n, 2) and z.dtype == np.float32
+    low, high = NormalDist().inv_cdf(0.05), NormalDist().inv_cdf(0.95)
+    np.testing.assert_allclose(z[0], [low, low], rtol=1e-6)
+    np.testing.assert_allclose(z[n - 1], [high, low], rtol=1e-6)  # first row: z[0] grows rightwards
+    np.testing.assert_allclose(z[-1], [high, high], rtol=1e-6)
+    np.testing.assert_allclose(grid, [NormalDist().inv_cdf(q) for q in np.linspace(0.05, 0.95, n)])
+    tile_top_right, tile_bottom_left = picture[0, -1], picture[-1, 0]
+    np.testing.assert_allclose(tile_top_right, high + 10 * low, rtol=1e-6)
+    np.testing.assert_allclose(tile_bottom_left, low + 10 * high, rtol=1e-6)
+
+
+@pytest.mark.parametrize("latent_dim", [2, 3])
+def test_save_manifold(tmp_path, latent_dim):
+    shapes = []
+
+    def decode(z):
+        shapes.append(z.shape)
+        return digit_like(len(z))
+
+    read_png(plots.save_manifold(decode, tmp_path / "manifold.png", n=15, latent_dim=latent_dim))
+    assert shapes == [(15 * 15, latent_dim)]
+
+
+@pytest.mark.parametrize("with_terms", [True, False])
+def test_save_loss_curves(tmp_path, with_terms):
+    metrics = []
+    for epoch in range(1, 6):
+        record = {"epoch": epoch, "train_loss": 200 / epoch, "test_loss": 190 / epoch}
+        if with_terms:
+            record.update(test_recon=170 / epoch, test_kl=5 + epoch)
+        metrics.append(record)
+    pixels = read_png(plots.save_loss_curves(metrics, tmp_path / "losses.png"))
+    assert (pixels.shape[1] > 2 * pixels.shape[0]) == with_terms  # two panels side by side
+
+
+def test_save_loss_curves_refuses_no_metrics(tmp_path):
+    with pytest.raises(ValueError, match="no metrics"):
+        plots.save_loss_curves([], tmp_path / "losses.png")
