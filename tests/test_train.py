@@ -1,0 +1,162 @@
+"""Training runs end to end on a tiny synthetic MNIST: reproducibility, resume, Ctrl-C, a NaN
+stop, and the CLI's one-line errors. Real MNIST is for the README's run and the benchmarks."""
+import hashlib
+import json
+import signal
+
+import numpy as np
+import pytest
+
+from minivae import checkpoint, cli, data, train
+
+
+def write_idx(path, array):
+    """IDX: 2 zero bytes, type 0x08 (ubyte), number of dims, big-endian dims, then the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_dir(tmp_path, monkeypatch):
+    """A folder with 96 training and 40 test 'digits' whose hashes the loader is told to expect."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    files = {"train-images-idx3-ubyte": rng.integers(0, 256, (96, 28, 28)),
+             "train-labels-idx1-ubyte": rng.integers(0, 10, 96),
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (40, 28, 28)),
+             "t10k-labels-idx1-ubyte": rng.integers(0, 10, 40)}
+    for name, array in files.items():
+        write_idx(folder / name, array)
+    hashes = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files}
+    monkeypatch.setitem(data.SHA256, "mnist", hashes)
+    return folder
+
+
+def config(mnist_dir, out, **kw):
+    base = dict(model="foster", epochs=1, batch_size=16, seed=0, out=str(out), data_dir=str(mnist_dir),
+                limit_steps=3, progress=False)
+    return train.TrainConfig(**{**base, **kw})
+
+
+def weights(out):
+    return checkpoint.load(out / "checkpoint.npz")[0]
+
+
+def same_metrics(a, b):
+    timing = {"seconds", "images_per_s"}
+    return [{k: v for k, v in m.items() if k not in timing} for m in a] == \
+           [{k: v for k, v in m.items() if k not in timing} for m in b]
+
+
+@pytest.mark.parametrize("model", ["foster", "chollet"])
+def test_same_seed_same_losses_bit_for_bit(mnist_dir, tmp_path, model):
+    a = train.train(config(mnist_dir, tmp_path / "a", model=model), log=lambda s: None)
+    b = train.train(config(mnist_dir, tmp_path / "b", model=model), log=lambda s: None)
+    assert same_metrics(a, b)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    record = a[0]
+    for key in ("epoch", "train_loss", "test_loss", "test_recon", "test_kl", "seconds",
+                "images_per_s", "test_elbo_nats"):
+        assert key in record and np.isfinite(record[key])
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]
+
+
+def test_two_epochs_equal_one_then_resume(mnist_dir, tmp_path):
+    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2), log=lambda s: None)
+    train.train(config(mnist_dir, tmp_path / "split", epochs=1), log=lambda s: None)
+    resumed = train.train(config(mnist_dir, tmp_path / "split", epochs=2, extra={"resume": True}),
+                          log=lambda s: None)
+    assert same_metrics(straight, resumed)
+    ws, wr = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert all(np.array_equal(ws[k], wr[k]) for k in ws)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(mnist_dir, tmp_path, monkeypatch):
+    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2), log=lambda s: None)
+    real_build, calls = train.build, {"steps": 0}
+
+    def build_that_presses_ctrl_c(cfg):
+        model, optimizer, loss_fn = real_build(cfg)
+        real_step = optimizer.step
+
+        def step():
+            real_step()
+            calls["steps"] += 1
+            if calls["steps"] == 5:  # epoch 2, step 2
+                signal.raise_signal(signal.SIGINT)
+        optimizer.step = step
+        return model, optimizer, loss_fn
+
+    monkeypatch.setattr(train, "build", build_that_presses_ctrl_c)
+    with pytest.raises(train.Interrupted, match="epoch 2, step 2.*--resume"):
+        train.train(config(mnist_dir, tmp_path / "split", epochs=2), log=lambda s: None)
+    monkeypatch.setattr(train, "build", real_build)
+    resumed = train.train(config(mnist_dir, tmp_path / "split", epochs=2, extra={"resume": True}),
+                          log=lambda s: None)
+    assert same_metrics(straight, resumed)
+    ws, wr = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert all(np.array_equal(ws[k], wr[k]) for k in ws)
+
+
+def test_non_finite_loss_stops_naming_the_op_and_keeps_the_checkpoint(mnist_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train.train(config(mnist_dir, out, epochs=1), log=lambda s: None)
+    before = (out / "checkpoint.npz").read_bytes()
+
+    def resume_then_explode(run, cfg, model, optimizer):
+        result = real_resume(run, cfg, model, optimizer)
+        model.log_var.bias.data[:] = 200.0  # exp(½·200) overflows float32
+        return result
+
+    real_resume = train.resume
+    monkeypatch.setattr(train, "resume", resume_then_explode)
+    with pytest.raises(train.TrainingError, match=r"loss became (inf|nan) at epoch 2, step 1: "
+                                                  r"op '\w+' in layer 'sampling'.*last good checkpoint"), \
+            np.errstate(all="ignore"):
+        train.train(config(mnist_dir, out, epochs=2, extra={"resume": True}), log=lambda s: None)
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_unknown_preset_is_one_line(capsys):
+    code, _, err = run_cli(capsys, "summary", "--model", "nope")
+    assert code != 0 and err.strip().count("\n") == 0 and "unknown model preset 'nope'" in err
+
+
+def test_cli_corrupt_data_file_is_one_line_and_writes_nothing(capsys, mnist_dir, tmp_path):
+    (mnist_dir / "t10k-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03garbage")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(mnist_dir), "--out", str(out),
+                           "--limit-steps", "1", "--no-progress")
+    assert code == 1 and err.count("\n") == 1 and "t10k-images-idx3-ubyte" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_cli_checkpoint_of_another_architecture_is_refused(capsys, mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    train.train(config(mnist_dir, out), log=lambda s: None)
+    model_state, optimizer_state, meta = checkpoint.load(out / "checkpoint.npz")
+    meta["config"]["model"] = "chollet"  # foster weights, chollet label
+    checkpoint.save(out / "checkpoint.npz", model_state, optimizer_state, meta)
+    code, _, err = run_cli(capsys, "sample", str(out), "--out", str(tmp_path / "s.png"))
+    assert code == 1 and err.count("\n") == 1 and "does not fit the 'chollet' model" in err
+
+
+def test_cli_train_writes_metrics_checkpoint_and_pictures(capsys, mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", "--data-dir", str(mnist_dir), "--out", str(out),
+                                "--limit-steps", "2", "--batch-size", "8", "--no-progress")
+    assert code == 0, err
+    for name in ("metrics.jsonl", "checkpoint.npz", "config.json", "reconstructions.png",
+                 "samples.png", "latent_scatter.png", "manifold.png", "losses.png"):
+        assert (out / name).stat().st_size > 0, name
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(mnist_dir), "--out", str(out), "--no-progress")
+    assert code == 1 and "--resume" in err  # an existing run is never overwritten
