@@ -210,7 +210,7 @@ class Tensor:
                 report(f"{step:>4}  {node.op or 'leaf':<24} {node.layer or node.name or '-':<22} "
                        f"{str(tuple(g.shape)):<18} {norm:>10.3e} {peak:>10.3e}  {'yes' if finite else 'NO'}")
             if node._backward is None:  # a leaf: keep the gradient (a copy: g may be a shared view)
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                node.grad = g.copy(order="K") if node.grad is None else node.grad + g
                 continue
             for inp, g_in in zip(node._inputs, node._backward(g)):
                 if inp is None or g_in is None or not inp.requires_grad:

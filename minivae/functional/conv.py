@@ -1,2 +1,164 @@
-"""(being written)"""
-__all__ = []
+"""Convolution and transposed convolution, NCHW, each the other's adjoint.
+
+With the kH·kW patches of x laid out as columns (`im2col`), conv2d is one matrix product,
+Y = W @ cols. Its input-gradient Wᵀ @ dY followed by `col2im` (the adjoint of im2col) is exactly
+what a transposed convolution computes in its forward pass; and the transposed convolution's
+input-gradient is a convolution. So the two array functions below, `_correlate` (conv2d) and
+`_scatter` (conv_transpose2d), serve all four passes, as in DeZero's functions_conv.py.
+
+Padding is resolved once into (top, bottom, left, right), because Keras' "same" can be asymmetric.
+"""
+import numbers
+
+from ..tensor import Tensor
+from ._common import check_float, check_ndim, tensors, xp_of
+from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
+
+__all__ = ["conv2d", "conv_transpose2d"]
+
+
+def conv2d(x, w, b=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch): x (N, C_in, H, W), w (C_out, C_in, kH, kW),
+    b (C_out,) -> y (N, C_out, OH, OW).
+
+    y[n, o, p, q] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x_pad[n, c, p·sH + i, q·sW + j]
+    As matrices: cols = im2col(x) (C_in·kH·kW, OH·OW·N) and Y = W @ cols, W = w.reshape(C_out, -1).
+    dL/dx = conv_transpose2d(dL/dy, w) = col2im(Wᵀ @ dY),  dL/dw = dY @ colsᵀ,  dL/db = Σ_{n,p,q} dL/dy.
+
+    stride: int or (sH, sW). padding: int or (pH, pW), zeros on both sides as in PyTorch; "valid" (0);
+    or "same" as in Keras: OH = ceil(H / sH), the odd row/column of padding at the bottom/right.
+    """
+    x, w, b = tensors(x, w, b)
+    xp_of("conv2d", x, w, b)
+    _check_tensors("conv2d", x, w, b, "(C_out, C_in, kH, kW)", in_axis=1, out_axis=0)
+    stride = _pair("conv2d", "stride", stride, minimum=1)
+    kernel = w.shape[2:]
+    n, _, h, wd = x.shape
+    pads = _resolve_padding("conv2d", padding, (h, wd), kernel, stride)
+    top, bottom, left, right = pads
+    if h + top + bottom < kernel[0] or wd + left + right < kernel[1]:
+        raise ValueError(f"conv2d: kernel {kernel[0]}×{kernel[1]} is larger than the padded input "
+                         f"{h + top + bottom}×{wd + left + right}: x {tuple(x.shape)}, w {tuple(w.shape)}, "
+                         f"padding {padding!r}")
+    oh = conv_output_size(h, kernel[0], stride[0], top, bottom)
+    ow = conv_output_size(wd, kernel[1], stride[1], left, right)
+
+    cols, y = _correlate(x.data, w.data, stride, pads)        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
+    if b is not None:
+        y += b.data[:, None]
+
+    def backward(g):
+        g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
+        return (_scatter(g_mat, w.data, x.shape, stride, pads) if x.requires_grad else None,
+                (g_mat @ cols.T).reshape(w.shape) if w.requires_grad else None,
+                g_mat.sum(axis=1) if b is not None and b.requires_grad else None)
+    y = from_chwn(y, (n, w.shape[0], oh, ow))                 # an (N, C_out, OH, OW) view, no copy
+    return Tensor.from_op(y, (x, w, b), backward, "conv2d")
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
+    """Transposed convolution, the adjoint of conv2d: x (N, C_in, H, W), w (C_in, C_out, kH, kW)
+    (PyTorch's layout), b (C_out,) -> y (N, C_out, OH, OW).
+
+    Each input pixel x[n, c, p, q] adds x[n, c, p, q] · w[c, :, :, :] onto the output patch at
+    (p·sH, q·sW); the padding is then cropped off. As matrices: Y = col2im(Wᵀ @ X) with
+    X (C_in, H·W·N), W = w.reshape(C_in, -1). This is conv2d's dL/dx map, so:
+    dL/dx = conv2d(dL/dy, w) = W @ im2col(dY),  dL/dw = X @ im2col(dY)ᵀ,  dL/db = Σ_{n,p,q} dL/dy.
+
+    padding, output_padding: ints or pairs as in PyTorch, OH = (H - 1)·sH - 2·pH + kH + output_pH.
+    padding="same" as in Keras' Conv2DTranspose: OH = H·sH, the exact adjoint of conv2d(padding="same").
+    """
+    x, w, b = tensors(x, w, b)
+    xp_of("conv_transpose2d", x, w, b)
+    _check_tensors("conv_transpose2d", x, w, b, "(C_in, C_out, kH, kW)", in_axis=0, out_axis=1)
+    stride = _pair("conv_transpose2d", "stride", stride, minimum=1)
+    extra = _pair("conv_transpose2d", "output_padding", output_padding, minimum=0)
+    if extra[0] >= stride[0] or extra[1] >= stride[1]:
+        raise ValueError(f"conv_transpose2d: output_padding {output_padding!r} must be smaller than "
+                         f"the stride {stride}")
+    kernel = w.shape[2:]
+    n, _, h, wd = x.shape
+    if padding == "same":
+        if any(extra):
+            raise ValueError("conv_transpose2d: output_padding must be 0 with padding='same'")
+        out_hw = (h * stride[0], wd * stride[1])
+        pads = _resolve_padding("conv_transpose2d", "same", out_hw, kernel, stride)
+    else:
+        pads = _resolve_padding("conv_transpose2d", padding, (h, wd), kernel, stride)
+        out_hw = tuple((size - 1) * s - 2 * p + k + e for size, s, p, k, e
+                       in zip((h, wd), stride, pads[::2], kernel, extra))
+    if min(out_hw) < 1:
+        raise ValueError(f"conv_transpose2d: padding {padding!r} crops the whole output "
+                         f"(size {out_hw[0]}×{out_hw[1]}): x {tuple(x.shape)}, w {tuple(w.shape)}")
+    out_shape = (n, w.shape[1]) + out_hw
+
+    x_mat = to_chwn(x.data)                                   # X (C_in, H·W·N)
+    y = _scatter(x_mat, w.data, out_shape, stride, pads)      # (N, C_out, OH, OW), a view of ours
+    if b is not None:
+        y += b.data[:, None, None]
+
+    def backward(g):
+        g_cols, dx = _correlate(g, w.data, stride, pads)      # im2col(dY), W @ im2col(dY)
+        return (from_chwn(dx, x.shape) if x.requires_grad else None,
+                (x_mat @ g_cols.T).reshape(w.shape) if w.requires_grad else None,
+                g.sum(axis=(0, 2, 3)) if b is not None and b.requires_grad else None)
+    return Tensor.from_op(y, (x, w, b), backward, "conv_transpose2d")
+
+
+# ---- the two array maps, each the other's transpose ---------------------------------------------
+
+def _correlate(x, w, stride, pads):
+    """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N)."""
+    cols = im2col(x, w.shape[2:], stride, pads)
+    return cols, w.reshape(w.shape[0], -1) @ cols
+
+
+def _scatter(x_mat, w, shape, stride, pads):
+    """conv_transpose2d on arrays: col2im(Wᵀ @ X) for X (w.shape[0], H·W·N), output `shape` (N, C, OH, OW)."""
+    w_mat = w.reshape(w.shape[0], -1)
+    # With one channel in (a conv2d with C_out = 1) Wᵀ @ X is an outer product: broadcasting does it
+    # 3-4× faster than OpenBLAS, whose matrix product is unusually slow when the inner size is 1.
+    cols = w_mat.T * x_mat if w_mat.shape[0] == 1 else w_mat.T @ x_mat
+    return col2im(cols, shape, w.shape[2:], stride, pads)
+
+
+# ---- argument checks and padding ----------------------------------------------------------------
+
+def _check_tensors(op, x, w, b, w_layout, in_axis, out_axis):
+    check_float(op, x=x, w=w, b=b)
+    check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    check_ndim(op, "w", w, 4, w_layout)
+    if x.shape[1] != w.shape[in_axis]:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but w expects {w.shape[in_axis]}: "
+                         f"x {tuple(x.shape)}, w {tuple(w.shape)} {w_layout}")
+    if b is not None and tuple(b.shape) != (w.shape[out_axis],):
+        raise ValueError(f"{op}: b must have shape ({w.shape[out_axis]},) for w {tuple(w.shape)}, "
+                         f"got {tuple(b.shape)}")
+
+
+def _pair(op, name, value, minimum):
+    """An int or a pair of ints -> (along H, along W), each at least `minimum`."""
+    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {name} must be at least {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _resolve_padding(op, padding, in_hw, kernel, stride):
+    """(top, bottom, left, right) zero padding of the convolution's input of size `in_hw`."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"{op}: padding must be an int, a pair of ints, 'same' or 'valid', "
+                             f"got {padding!r}")
+        pads = ()
+        for size, k, s in zip(in_hw, kernel, stride):
+            out = -(-size // s)                               # ceil(size / s)
+            total = max((out - 1) * s + k - size, 0)
+            pads += (total // 2, total - total // 2)          # Keras/TF: the odd one goes after
+        return pads
+    ph, pw = _pair(op, "padding", padding, minimum=0)
+    return (ph, ph, pw, pw)

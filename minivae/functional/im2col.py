@@ -1,0 +1,77 @@
+"""im2col and col2im: the data movement behind conv2d and conv_transpose2d (private helpers).
+
+A convolution is a matrix product once every kH×kW input patch is laid out as one column:
+
+    cols[(c, i, j), (oh, ow, n)] = x_padded[n, c, oh·sH + i, ow·sW + j]      (C·kH·kW, OH·OW·N)
+
+Then conv2d is `W @ cols` with W = w.reshape(C_out, C·kH·kW): one large BLAS call.
+col2im is the adjoint (transpose) of im2col: it adds every column entry back onto the pixel it
+was read from, so a pixel that sits in several patches receives the sum of their entries.
+
+Both loop over the kH·kW kernel offsets only; each offset moves a whole (C, OH, OW, N) block
+with one strided slice, so there is no Python loop over the batch or the pixels, and only
+slicing and `+=`, which NumPy and CuPy both have.
+
+Memory layout: the batch is the fastest-moving axis, (C, H, W, N) ("CHWN", as in cuda-convnet).
+A kernel offset shifts whole rows of pixels, and with N innermost each pixel is a contiguous run
+of N numbers (a whole row of them at stride 1), so every slice copies long runs; with the usual
+(N, C, H, W) the runs would be only OW numbers long, and the copies 2-4× slower. The convolutions
+return their (N, C, H, W) results as transposed views of CHWN memory; elementwise ops keep that
+layout, and the next convolution reads it back without a copy.
+
+`pads` is always (top, bottom, left, right): "same" padding can be asymmetric.
+"""
+from .. import backend
+
+
+def conv_output_size(size, kernel, stride, pad_before, pad_after):
+    """Positions of a `kernel`-wide window moving by `stride` over a padded axis of `size`."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def to_chwn(x):
+    """(N, C, H, W) -> the matrix (C, H·W·N) the products use: free if x is a CHWN view, else one copy."""
+    xp = backend.array_module(x)
+    return xp.ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(x.shape[1], -1)
+
+
+def from_chwn(y, shape):
+    """The matrix (C, H·W·N) as the (N, C, H, W) array `shape`: a transposed view, no copy."""
+    n, c, h, w = shape
+    return y.reshape(c, h, w, n).transpose(3, 0, 1, 2)
+
+
+def im2col(x, kernel, stride, pads):
+    """(N, C, H, W) -> cols (C·kH·kW, OH·OW·N), the patch of output pixel (n, oh, ow) in each column."""
+    xp = backend.array_module(x)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
+    oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
+    x_chwn = x.transpose(1, 2, 3, 0)                                # (C, H, W, N) view
+    if any(pads):
+        padded = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=x.dtype)
+        padded[:, top:top + h, left:left + w] = x_chwn
+    else:
+        padded = x_chwn
+    cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):  # kernel offset (i, j) sees pixels i, i + sH, i + 2·sH, ...
+            cols[:, i, j] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols.reshape(c * kh * kw, oh * ow * n)
+
+
+def col2im(cols, shape, kernel, stride, pads):
+    """The adjoint of im2col: cols (C·kH·kW, OH·OW·N) -> (N, C, H, W), overlapping patches summed.
+
+    The result is an (N, C, H, W) view of a CHWN buffer.
+    """
+    xp = backend.array_module(cols)
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
+    oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
+    cols = cols.reshape(c, kh, kw, oh, ow, n)
+    padded = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):  # the same slices im2col read, now added back (no np.add.at needed)
+            padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
+    return padded[:, top:top + h, left:left + w].transpose(3, 0, 1, 2)

@@ -1,0 +1,301 @@
+"""The CUDA kernels in kernels/, each checked against a NumPy reference written here.
+
+Without a GPU the kernels run in Numba's CUDA simulator, which executes every CUDA thread as a
+Python thread: slow, so the shapes are small, but odd-sized, so that partial blocks, partial
+tiles and out-of-range threads are all exercised. On a GPU the same tests run on CuPy arrays.
+float64 results must match to ~1e-12, float32 ones to ~1e-5.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minivae import backend
+
+# Numba reads NUMBA_ENABLE_CUDASIM once, when it is first imported: so this must come first.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and not backend.cuda_available():
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+pytest.importorskip("numba", reason="the CUDA kernels need numba and numba-cuda: "
+                                    "pip install 'minivae[sim]' (CPU simulator) or 'minivae[gpu]'")
+from minivae import kernels  # noqa: E402
+
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture(scope="module")
+def xp():
+    """The array module the kernels get: NumPy in the simulator, CuPy on a GPU."""
+    return np if SIMULATED else backend.require_cuda()
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+def assert_close(actual, expected, dtype):
+    actual = backend.to_numpy(actual)
+    assert actual.dtype == dtype, f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# ---- elementwise kernels: activations, sampling, fused losses --------------------------------
+# Each case: launcher, its array inputs (NumPy, float64), its numbers, and the NumPy reference
+# (run in float64 on the inputs rounded to the dtype under test) returning the output(s).
+
+def sigmoid(x):
+    return np.exp(-np.logaddexp(0, -x))  # 1 / (1 + e^-x) without overflow
+
+
+def bce_reference(p, t, eps=1e-7):
+    pc = np.clip(p, eps, 1 - eps)
+    loss = -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
+    grad = np.where((p < eps) | (p > 1 - eps), 0.0, (pc - t) / (pc * (1 - pc)))  # the clamp's slope is 0
+    return loss, grad
+
+
+SHAPE = (3, 37)                                  # 111 elements: one partial block
+normal = rng(1).standard_normal(SHAPE)
+upstream = rng(2).standard_normal(SHAPE)         # a gradient dL/dy
+wide = 10 * rng(3).standard_normal(SHAPE)
+wide[0, :3] = -800, -80, 80                      # e^800 overflows even float64: exp(-|x|) must be used
+probs = rng(4).uniform(0.01, 0.99, SHAPE)
+probs[0, :2] = 0.0, 1.0                          # saturated probabilities: BCE clamps them
+unit = rng(5).uniform(0, 1, SHAPE)               # targets, or the noise eps
+
+ELEMENTWISE = [
+    ("relu_forward", [normal], [], lambda x: np.maximum(x, 0)),
+    ("relu_backward", [normal, upstream], [], lambda x, g: np.where(x > 0, g, 0)),
+    ("leaky_relu_forward", [normal], [0.2], lambda x, s: np.where(x > 0, x, s * x)),
+    ("leaky_relu_backward", [normal, upstream], [0.2], lambda x, g, s: np.where(x > 0, g, s * g)),
+    ("sigmoid_forward", [wide], [], sigmoid),
+    ("sigmoid_backward", [sigmoid(normal), upstream], [], lambda y, g: g * y * (1 - y)),
+    ("reparameterize_forward", [normal, upstream, unit], [],
+     lambda mu, lv, eps: mu + np.exp(lv / 2) * eps),
+    ("reparameterize_backward", [normal, unit, upstream], [],
+     lambda lv, eps, g: (g, g * 0.5 * np.exp(lv / 2) * eps)),
+    ("bce_with_grad", [probs, unit], [], bce_reference),
+    ("mse_with_grad", [normal, upstream], [], lambda y, t: ((y - t) ** 2, 2 * (y - t))),
+    ("gaussian_kl_with_grad", [normal, upstream], [],
+     lambda mu, lv: (-0.5 * (1 + lv - mu ** 2 - np.exp(lv)), mu, 0.5 * (np.exp(lv) - 1))),
+]
+
+
+@pytest.mark.parametrize("name, inputs, numbers, reference", ELEMENTWISE, ids=[c[0] for c in ELEMENTWISE])
+def test_elementwise_matches_numpy(name, inputs, numbers, reference, xp, dtype):
+    inputs = [a.astype(dtype) for a in inputs]
+    outputs = getattr(kernels, name)(*(xp.asarray(a) for a in inputs), *numbers)
+    expected = reference(*(a.astype(np.float64) for a in inputs), *numbers)
+    if not isinstance(expected, tuple):
+        outputs, expected = (outputs,), (expected,)
+    assert len(outputs) == len(expected)
+    for out, want in zip(outputs, expected):
+        assert out.shape == SHAPE
+        assert_close(out, want, dtype)
+
+
+def test_grid_stride_loop_covers_more_elements_than_threads(xp, monkeypatch):
+    """With the grid capped at one block of 256 threads, each thread must loop to cover 600 elements."""
+    monkeypatch.setattr(kernels, "MAX_BLOCKS", 1)
+    a = rng(6).standard_normal(600)
+    assert_close(kernels.relu_forward(xp.asarray(a)), np.maximum(a, 0), np.float64)
+
+
+# ---- optimizers: fused, in place -------------------------------------------------------------
+
+def adam_reference(p, g, m, v, lr_t, b1, b2, eps):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    return p - lr_t * m / (np.sqrt(v) + eps), m, v
+
+
+def rmsprop_reference(p, g, s, lr, rho, eps):
+    s = rho * s + (1 - rho) * g * g
+    return p - lr * g / (np.sqrt(s) + eps), s
+
+
+OPTIMIZERS = [
+    ("adam_update", 2, (1e-3 * np.sqrt(1 - 0.999 ** 3) / (1 - 0.9 ** 3), 0.9, 0.999, 1e-7), adam_reference),
+    ("rmsprop_update", 1, (1e-3, 0.9, 1e-7), rmsprop_reference),
+]
+
+
+@pytest.mark.parametrize("name, n_state, numbers, reference", OPTIMIZERS, ids=[c[0] for c in OPTIMIZERS])
+def test_optimizer_updates_in_place(name, n_state, numbers, reference, xp, dtype):
+    shape = (7, 13)
+    p, g = (rng(i).standard_normal(shape).astype(dtype) for i in (7, 8))
+    state = [rng(9 + i).uniform(0, 1, shape).astype(dtype) for i in range(n_state)]  # m, v or s
+    expected = reference(*(a.astype(np.float64) for a in (p, g, *state)), *numbers)
+    on_device = [xp.asarray(a) for a in (p, *state)]
+    assert getattr(kernels, name)(on_device[0], xp.asarray(g), *on_device[1:], *numbers) is None
+    for updated, want in zip(on_device, expected):  # the caller's own arrays have changed
+        assert_close(updated, want, dtype)
+
+
+def test_optimizer_refuses_a_state_it_could_not_update_in_place(xp):
+    p = xp.zeros((4, 3))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.rmsprop_update(p, xp.zeros((4, 3)), xp.zeros((3, 4)).T, 0.1, 0.9, 1e-7)
+
+
+# ---- bias gradient: shared-memory tree reduction ---------------------------------------------
+
+@pytest.mark.parametrize("shape, threads", [((5, 3), 32), ((2, 3, 5, 7), 32), ((2, 3, 5, 7), None)],
+                         ids=["dense-32threads", "conv-32threads", "conv-256threads"])
+def test_bias_grad_sums_all_but_the_channel_axis(shape, threads, xp, dtype):
+    """threads=None is the default block of 256; 32 keeps the simulator quick (and N·H·W > 32
+    makes each thread add several elements before the tree)."""
+    g = rng(10).standard_normal(shape).astype(dtype)
+    axes = (0,) + tuple(range(2, len(shape)))
+    expected = g.astype(np.float64).sum(axis=axes)
+    assert_close(kernels.bias_grad(xp.asarray(g), threads=threads), expected, dtype)
+
+
+def test_bias_grad_checks_the_block_size(xp):
+    with pytest.raises(ValueError, match="power of two"):
+        kernels.bias_grad(xp.zeros((2, 3)), threads=48)
+
+
+# ---- im2col / col2im -------------------------------------------------------------------------
+
+def im2col_reference(x, kh, kw, stride, pad_top, pad_left, out_h, out_w):
+    """The definition, one loop: cols[(c, i, j), (n, oy, ox)] = x[n, c, oy·sh − pad_top + i, ox·sw − pad_left + j]."""
+    (n, c, h, w), (sh, sw) = x.shape, np.broadcast_to(stride, 2)
+    cols = np.zeros((c, kh, kw, n, out_h, out_w))
+    for ci, i, j, ni, oy, ox in np.ndindex(cols.shape):
+        y, xx = oy * sh - pad_top + i, ox * sw - pad_left + j
+        if 0 <= y < h and 0 <= xx < w:
+            cols[ci, i, j, ni, oy, ox] = x[ni, ci, y, xx]
+    return cols.reshape(c * kh * kw, n * out_h * out_w)
+
+
+def col2im_reference(cols, x_shape, kh, kw, stride, pad_top, pad_left, out_h, out_w):
+    """Every column entry added back onto the pixel im2col read it from."""
+    (n, c, h, w), (sh, sw) = x_shape, np.broadcast_to(stride, 2)
+    cols = cols.reshape(c, kh, kw, n, out_h, out_w)
+    x = np.zeros(x_shape)
+    for ci, i, j, ni, oy, ox in np.ndindex(cols.shape):
+        y, xx = oy * sh - pad_top + i, ox * sw - pad_left + j
+        if 0 <= y < h and 0 <= xx < w:
+            x[ni, ci, y, xx] += cols[ci, i, j, ni, oy, ox]
+    return x
+
+
+GEOMETRIES = [  # x shape, (kh, kw, stride, pad_top, pad_left, out_h, out_w)
+    pytest.param((2, 3, 7, 6), (3, 3, 2, 1, 1, 4, 3), id="symmetric-pad1-stride2"),
+    # Keras "same", kernel 4, stride 2 on 6×5: pads (1, 1) on H but (1, 2) on W
+    pytest.param((1, 2, 6, 5), (4, 4, 2, 1, 1, 3, 3), id="keras-same-asymmetric"),
+    pytest.param((3, 1, 5, 4), (2, 3, (2, 1), 0, 0, 2, 2), id="rect-kernel-stride2x1-valid"),
+]
+
+
+@pytest.mark.parametrize("x_shape, geometry", GEOMETRIES)
+def test_im2col_matches_the_loop_definition(x_shape, geometry, xp, dtype):
+    x = rng(11).standard_normal(x_shape).astype(dtype)
+    cols = kernels.im2col(xp.asarray(x), *geometry)
+    assert_close(cols, im2col_reference(x.astype(np.float64), *geometry), dtype)
+
+
+@pytest.mark.parametrize("x_shape, geometry", GEOMETRIES)
+def test_col2im_matches_the_loop_definition(x_shape, geometry, xp, dtype):
+    kh, kw, _, _, _, out_h, out_w = geometry
+    cols = rng(12).standard_normal((x_shape[1] * kh * kw, x_shape[0] * out_h * out_w)).astype(dtype)
+    x = kernels.col2im(xp.asarray(cols), x_shape, *geometry)
+    assert_close(x, col2im_reference(cols.astype(np.float64), x_shape, *geometry), dtype)
+
+
+@pytest.mark.parametrize("x_shape, geometry", GEOMETRIES)
+def test_col2im_is_the_adjoint_of_im2col(x_shape, geometry, xp):
+    """<im2col(x), c> = <x, col2im(c)> for every x and c: col2im is im2col's transpose."""
+    kh, kw, _, _, _, out_h, out_w = geometry
+    x = rng(13).standard_normal(x_shape)
+    c = rng(14).standard_normal((x_shape[1] * kh * kw, x_shape[0] * out_h * out_w))
+    lhs = np.sum(backend.to_numpy(kernels.im2col(xp.asarray(x), *geometry)) * c)
+    rhs = np.sum(x * backend.to_numpy(kernels.col2im(xp.asarray(c), x_shape, *geometry)))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_col2im_checks_the_column_shape(xp):
+    with pytest.raises(ValueError, match=r"\(27, 24\)"):
+        kernels.col2im(xp.zeros((27, 25)), (2, 3, 7, 6), 3, 3, 2, 1, 1, 4, 3)
+
+
+# ---- tiled GEMM ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m, k, n", [(19, 21, 17), (5, 33, 3)], ids=["2x2-tiles", "3-strips-of-K"])
+def test_gemm_matches_numpy(m, k, n, xp, dtype):
+    a = rng(15).standard_normal((m, k)).astype(dtype)
+    b = rng(16).standard_normal((k, n)).astype(dtype)
+    assert_close(kernels.gemm(xp.asarray(a), xp.asarray(b)), a.astype(np.float64) @ b.astype(np.float64), dtype)
+
+
+def test_gemm_checks_the_inner_sizes(xp):
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(4, 5\)"):
+        kernels.gemm(xp.zeros((2, 3)), xp.zeros((4, 5)))
+
+
+# ---- launchers: what they accept -------------------------------------------------------------
+
+EMPTY_CALLS = [
+    ("relu_forward", lambda K, z: K.relu_forward(z((0, 3))), [(0, 3)]),
+    ("bce_with_grad", lambda K, z: K.bce_with_grad(z((4, 0)), z((4, 0))), [(4, 0), (4, 0)]),
+    ("adam_update", lambda K, z: K.adam_update(z(0), z(0), z(0), z(0), 0.1, 0.9, 0.999, 1e-7), None),
+    ("bias_grad", lambda K, z: K.bias_grad(z((0, 3, 2, 2)), threads=4), [(3,)]),
+    ("im2col", lambda K, z: K.im2col(z((0, 2, 5, 5)), 3, 3, 2, 1, 1, 3, 3), [(18, 0)]),
+    ("col2im", lambda K, z: K.col2im(z((18, 0)), (0, 2, 5, 5), 3, 3, 2, 1, 1, 3, 3), [(0, 2, 5, 5)]),
+    ("gemm-no-rows", lambda K, z: K.gemm(z((0, 3)), z((3, 4))), [(0, 4)]),
+    ("gemm-no-inner", lambda K, z: K.gemm(z((2, 0)), z((0, 3))), [(2, 3)]),
+]
+
+
+@pytest.mark.parametrize("call, shapes", [c[1:] for c in EMPTY_CALLS], ids=[c[0] for c in EMPTY_CALLS])
+def test_empty_arrays(call, shapes, xp):
+    result = call(kernels, lambda shape: xp.zeros(shape))
+    if shapes is None:
+        return
+    results = result if isinstance(result, tuple) else (result,)
+    assert [r.shape for r in results] == shapes
+    for r in results:  # sums over nothing are 0
+        assert not backend.to_numpy(r).any()
+
+
+def test_inputs_are_made_contiguous_and_of_the_first_inputs_dtype(xp):
+    a = rng(17).standard_normal((5, 4))
+    y = kernels.relu_forward(xp.asarray(a).T)                       # a transposed, non-contiguous view
+    assert_close(y, np.maximum(a.T, 0), np.float64)
+    p32, t64 = np.full(6, 0.25, np.float32), np.ones(6)
+    loss, grad = kernels.bce_with_grad(xp.asarray(p32), xp.asarray(t64))
+    assert_close(loss, np.full(6, np.log(4)), np.float32)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda K, xp: K.relu_forward(xp.arange(3)), TypeError, "float32 or float64"),
+    (lambda K, xp: K.relu_backward(xp.zeros(3), xp.zeros(4)), ValueError, "one shape"),
+    (lambda K, xp: K.im2col(xp.zeros((1, 1, 4, 4)), 3, 3, 0, 1, 1, 2, 2), ValueError, ">= 1"),
+], ids=["integers", "shape-mismatch", "zero-stride"])
+def test_bad_arguments_raise_clear_errors(call, error, match, xp):
+    with pytest.raises(error, match=match):
+        call(kernels, xp)
+
+
+def test_import_needs_no_numba_and_a_launch_without_it_says_what_to_install():
+    script = (
+        "import sys\n"
+        "sys.modules['numba'] = None  # as if numba were not installed\n"
+        "import numpy as np, minivae.kernels as K\n"
+        "try:\n"
+        "    K.relu_forward(np.zeros(3))\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr
+    assert "minivae[gpu]" in run.stdout and "minivae[sim]" in run.stdout
