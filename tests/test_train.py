@@ -64,14 +64,19 @@ def test_same_seed_same_losses_bit_for_bit(mnist_dir, tmp_path, model):
     assert [json.loads(line)["epoch"] for line in lines] == [1]
 
 
-def test_two_epochs_equal_one_then_resume(mnist_dir, tmp_path):
-    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2), log=lambda s: None)
-    train.train(config(mnist_dir, tmp_path / "split", epochs=1), log=lambda s: None)
+def assert_resume_matches(straight, mnist_dir, tmp_path):
+    """Resuming runs/split to 2 epochs ends exactly where the uninterrupted runs/straight did."""
     resumed = train.train(config(mnist_dir, tmp_path / "split", epochs=2, extra={"resume": True}),
                           log=lambda s: None)
     assert same_metrics(straight, resumed)
     ws, wr = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert all(np.array_equal(ws[k], wr[k]) for k in ws)
+
+
+def test_two_epochs_equal_one_then_resume(mnist_dir, tmp_path):
+    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2), log=lambda s: None)
+    train.train(config(mnist_dir, tmp_path / "split", epochs=1), log=lambda s: None)
+    assert_resume_matches(straight, mnist_dir, tmp_path)
 
 
 def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(mnist_dir, tmp_path, monkeypatch):
@@ -94,11 +99,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(mnist_dir, tmp_path, monkeyp
     with pytest.raises(train.Interrupted, match="epoch 2, step 2.*--resume"):
         train.train(config(mnist_dir, tmp_path / "split", epochs=2), log=lambda s: None)
     monkeypatch.setattr(train, "build", real_build)
-    resumed = train.train(config(mnist_dir, tmp_path / "split", epochs=2, extra={"resume": True}),
-                          log=lambda s: None)
-    assert same_metrics(straight, resumed)
-    ws, wr = weights(tmp_path / "straight"), weights(tmp_path / "split")
-    assert all(np.array_equal(ws[k], wr[k]) for k in ws)
+    assert_resume_matches(straight, mnist_dir, tmp_path)
 
 
 def test_non_finite_loss_stops_naming_the_op_and_keeps_the_checkpoint(mnist_dir, tmp_path, monkeypatch):
