@@ -243,7 +243,7 @@ def gemm(a, b):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: expected a (M, K) and b (K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
     matmul = _kernels("matmul")
-    (m, k), n = a.shape, b.shape[1]
+    m, n = a.shape[0], b.shape[1]
     c = xp.empty((m, n), dtype=a.dtype)
     if m > 0 and n > 0:
         tiles = ((n + matmul.TILE - 1) // matmul.TILE, (m + matmul.TILE - 1) // matmul.TILE)  # (x: cols, y: rows)

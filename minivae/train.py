@@ -136,7 +136,7 @@ def train(config, log=print):
     run = Run(config.out)
     preset = get_preset(config.model)
     train_x, _ = data.load_mnist("train", config.dataset, config.data_dir)
-    test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir)
+    test_x, _ = data.load_mnist("test", config.dataset, config.data_dir)
 
     model, optimizer, loss_fn = build(config)
     start_epoch, start_step, epoch_state = 0, 0, None
