@@ -45,11 +45,29 @@ def test_sgd_by_hand(kwargs, expected):
     np.testing.assert_allclose(values, expected, rtol=1e-12)
 
 
-def test_rmsprop_first_step_by_hand():
-    # s1 = 0.1·g² = 0.1·4 = 0.4;  p1 = 2 − 0.01·2/√(0.4 + 1e-7)
+@pytest.mark.parametrize("inside, expected", [
+    (False, 2 - 0.01 * 2 / (math.sqrt(0.4) + 1e-7)),   # Keras 2, PyTorch: √s + eps
+    (True, 2 - 0.01 * 2 / math.sqrt(0.4 + 1e-7)),      # tf.keras 2, Keras 3: √(s + eps)
+], ids=["eps-outside", "eps-inside"])
+def test_rmsprop_first_step_by_hand(inside, expected):
+    # s1 = 0.1·g² = 0.1·4 = 0.4
     p = param([2.0])
-    values = run_on_half_square(RMSprop([p], lr=0.01), p, 1)
-    np.testing.assert_allclose(values, [2 - 0.01 * 2 / math.sqrt(0.4 + 1e-7)], rtol=1e-12)
+    values = run_on_half_square(RMSprop([p], lr=0.01, eps_inside_root=inside), p, 1)
+    np.testing.assert_allclose(values, [expected], rtol=1e-12)
+
+
+def test_rmsprop_eps_inside_the_root_caps_small_gradients():
+    """With g tiny, s ≈ 0.1·g²: √s + eps ≈ 0.32·|g| gives a step of ~3·lr, √(s + eps) one of
+    ~lr·|g|/√eps, far smaller."""
+    steps = {}
+    for inside in (False, True):
+        p = param([0.0])
+        p.grad = np.array([1e-6])
+        RMSprop([p], lr=0.01, eps_inside_root=inside).step()
+        steps[inside] = -p.data[0]
+    np.testing.assert_allclose(steps[False], 0.01 * 1e-6 / (math.sqrt(0.1) * 1e-6 + 1e-7), rtol=1e-12)
+    np.testing.assert_allclose(steps[True], 0.01 * 1e-6 / math.sqrt(0.1 * 1e-12 + 1e-7), rtol=1e-12)
+    assert steps[False] > 100 * steps[True]
 
 
 def test_adam_first_step_is_lr_times_sign_of_gradient():
@@ -89,7 +107,7 @@ def reference_rmsprop(p, steps, lr, rho=0.9, eps=1e-7):
     for _ in range(steps):
         g = quadratic_grad(p)
         s = rho * s + (1 - rho) * g ** 2
-        p = p - lr * g / np.sqrt(s + eps)
+        p = p - lr * g / (np.sqrt(s) + eps)
     return p
 
 
