@@ -25,10 +25,10 @@ def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
 
 @cuda.jit
 def rmsprop_update(p, g, s, lr, rho, eps):
-    """RMSprop; thread i updates p[i] and s[i]:
+    """RMSprop as Keras writes it, eps inside the root (see minivae/optim.py); thread i updates p[i] and s[i]:
 
-        s = ρ·s + (1 − ρ)·g²,   p = p − lr · g / (√s + eps).
+        s = ρ·s + (1 − ρ)·g²,   p = p − lr · g / √(s + eps).
     """
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         s[i] = rho * s[i] + (1.0 - rho) * g[i] * g[i]
-        p[i] -= lr * g[i] / (math.sqrt(s[i]) + eps)
+        p[i] -= lr * g[i] / math.sqrt(s[i] + eps)
