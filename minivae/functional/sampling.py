@@ -27,8 +27,8 @@ def reparameterize(mu, log_var, eps=None):
         noise = backend.to_device(noise, mu.device)
     else:
         noise = eps.data.astype(mu.dtype, copy=False)
-    if backend.kernels_for(mu.data, log_var.data, noise):  # kernels/sampling.py: the same z, and
-        z = kernels.reparameterize_forward(mu.data, log_var.data, noise)  # both gradients in one pass
+    if backend.kernels_for(mu.data, log_var.data, noise):  # kernels/sampling.py: z; both gradients in one pass
+        z = kernels.reparameterize_forward(mu.data, log_var.data, noise)
         return Tensor.from_op(z, (mu, log_var),
                               lambda g: kernels.reparameterize_backward(log_var.data, noise, g),
                               "reparameterize")
