@@ -7,15 +7,18 @@ The kernels, each a short function with one job that says what each thread compu
     losses.py       bce_with_grad, mse_with_grad, gaussian_kl_with_grad: loss and gradient in one pass
     reduce.py       bias_grad: db[c] = Σ g[n, c, ...], the shared-memory tree reduction
     optim.py        adam_update, rmsprop_update: fused, in place
-    patches.py      im2col, col2im: NCHW, stride, explicit top/left padding
+    patches.py      im2col, col2im: the batch-innermost (CHWN) columns of functional/im2col.py
     matmul.py       gemm: the tiled shared-memory matrix product
 
-The functions below, named like the kernels they launch, take and return arrays. On a GPU they
-are CuPy arrays, which Numba reads in place through `__cuda_array_interface__`; NumPy arrays also
-work, and with NUMBA_ENABLE_CUDASIM=1 Numba's CUDA simulator runs the kernels on the CPU, which
-is how tests/test_kernels.py checks each one against NumPy on a machine without a GPU.
-Each launcher makes its inputs C-contiguous and of the first input's dtype (float32 or float64),
-allocates its outputs with the inputs' array module, and launches; empty inputs launch nothing.
+The functions below, named like the kernels they launch, take and return arrays. The ops in
+minivae.functional and minivae.optim call them where `backend.kernels_for` says so (on CuPy arrays,
+by default; see `backend.use_kernels`). On a GPU the arrays are CuPy arrays, which Numba reads in
+place through `__cuda_array_interface__`; NumPy arrays also work, and with NUMBA_ENABLE_CUDASIM=1
+Numba's CUDA simulator runs the kernels on the CPU, which is how tests/test_kernels.py checks each
+one against NumPy, and tests/test_kernel_dispatch.py the ops that call them, without a GPU.
+Each launcher converts its inputs to the first input's dtype (float32 or float64), hands the
+kernel arrays laid out as it needs (see `_elementwise` on memory layout), allocates its outputs with
+the inputs' array module, and launches; empty inputs launch nothing.
 Kernels run on Numba's default stream, which is CuPy's default (null) stream too.
 
 Numba is imported when a kernel first runs, not here, so `import minivae.kernels` never needs it.
@@ -26,7 +29,7 @@ import numpy as np
 
 from minivae import backend
 
-THREADS_PER_BLOCK = 256
+THREADS_PER_BLOCK = 256  # a power of two, at most reduce.THREADS (bias_grad uses it as its block size)
 MAX_BLOCKS = 1024  # plenty to fill a large GPU; the kernels' grid-stride loops cover any remainder
 
 
@@ -39,7 +42,7 @@ def _kernels(module):
             f"{__name__}.{module} could not be imported ({exc}). The CUDA kernels need numba and "
             "numba-cuda: pip install 'minivae[gpu]' on a machine with an NVIDIA GPU, or "
             "'minivae[sim]' and set NUMBA_ENABLE_CUDASIM=1 to run them on the CPU in Numba's "
-            "CUDA simulator.") from exc
+            "CUDA simulator. To run without them: minivae.backend.use_kernels('never').") from exc
 
 
 def _launch_1d(kernel, n, *args):
@@ -49,39 +52,73 @@ def _launch_1d(kernel, n, *args):
         kernel[blocks, THREADS_PER_BLOCK](*args)
 
 
-def _float_arrays(op, *arrays, same_shape=True):
-    """(xp, arrays): on one device, C-contiguous, all of the first array's dtype, float32 or float64."""
+def _checked(op, *arrays, same_shape=True):
+    """(xp, arrays): on one device, all of the first array's dtype, float32 or float64.
+
+    A conversion (`astype`) keeps each array's memory layout; nothing is made contiguous here.
+    """
     xp = backend.array_module(*arrays, op=op)
     dtype = xp.asarray(arrays[0]).dtype
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: expected float32 or float64 arrays, got dtype {dtype}")
-    arrays = tuple(xp.ascontiguousarray(a, dtype=dtype) for a in arrays)
+    arrays = tuple(xp.asarray(a).astype(dtype, copy=False) for a in arrays)
     if same_shape and any(a.shape != arrays[0].shape for a in arrays):
         raise ValueError(f"{op}: the arrays must have one shape, got "
                          + ", ".join(str(tuple(a.shape)) for a in arrays))
     return xp, arrays
 
 
+def _contiguous(op, *arrays, same_shape=True):
+    """(xp, arrays) as `_checked` gives them, each made C-contiguous (a copy only where it is not)."""
+    xp, arrays = _checked(op, *arrays, same_shape=same_shape)
+    return xp, tuple(xp.ascontiguousarray(a) for a in arrays)
+
+
+# ---- memory layout -------------------------------------------------------------------------
+
+def _memory_order(a):
+    """The axes of `a` from slowest- to fastest-moving in memory, when `a` is dense (its elements
+    fill one block of memory without gaps, as any transpose of a C-contiguous array does); else None."""
+    order = tuple(sorted(range(a.ndim), key=lambda axis: -a.strides[axis]))
+    return order if a.transpose(order).flags.c_contiguous else None
+
+
 def _elementwise(op, module, inputs, numbers=(), outputs=1):
-    """Run kernels/<module>.py's `op` as op(*inputs, *numbers, *outputs) on flat views, one
-    thread per element; return the new output array(s), shaped like the inputs."""
-    xp, inputs = _float_arrays(op, *inputs)
-    outs = [xp.empty_like(inputs[0]) for _ in range(outputs)]
-    args = ([a.reshape(-1) for a in inputs] + [float(v) for v in numbers]
-            + [o.reshape(-1) for o in outs])
-    _launch_1d(getattr(_kernels(module), op), inputs[0].size, *args)
+    """Run kernels/<module>.py's `op` as op(*inputs, *numbers, *outputs) on flat 1-D arrays, one
+    thread per element; return the new output array(s), shaped like the inputs.
+
+    Memory layout. The convolutions return (N, C, H, W) arrays that are transposed views of
+    batch-innermost CHWN memory (functional/im2col.py), and the next convolution reads that memory
+    back without a copy. Making such an input C-contiguous here would copy it into NCHW order (and
+    the next convolution would copy it back). So, like `xp.empty_like`, the outputs keep the first
+    input's layout: when it is dense, in memory order `order` (slowest axis first), each array is
+    walked in that order, which for the first input is its own flat memory buffer, a view, and the
+    outputs are allocated in that order too. Another input laid out differently is copied into
+    that order first; a first input with gaps (say, a strided slice) is copied to C order.
+    """
+    xp, inputs = _checked(op, *inputs)
+    order = _memory_order(inputs[0]) or tuple(range(inputs[0].ndim))
+    back = tuple(sorted(range(len(order)), key=order.__getitem__))  # the inverse permutation
+    flat_inputs = [xp.ascontiguousarray(a.transpose(order)).reshape(-1) for a in inputs]
+    outs, flat_outs = [], []
+    for _ in range(outputs):
+        memory = xp.empty(inputs[0].transpose(order).shape, dtype=inputs[0].dtype)  # C order
+        outs.append(memory.transpose(back))     # the inputs' axes, over memory laid out in `order`
+        flat_outs.append(memory.reshape(-1))
+    _launch_1d(getattr(_kernels(module), op), inputs[0].size,
+               *flat_inputs, *(float(v) for v in numbers), *flat_outs)
     return outs[0] if outputs == 1 else tuple(outs)
 
 
 # ---- activations ---------------------------------------------------------------------------
 
 def relu_forward(x):
-    """y = max(x, 0)."""
+    """y = max(x, 0), NaN kept."""
     return _elementwise("relu_forward", "activations", [x])
 
 
 def relu_backward(x, g):
-    """dL/dx = g where x > 0, else 0."""
+    """dL/dx = g·[x > 0]."""
     return _elementwise("relu_backward", "activations", [x, g])
 
 
@@ -120,8 +157,14 @@ def reparameterize_backward(log_var, eps, g):
 # ---- losses: per-element loss and its gradient ---------------------------------------------
 
 def bce_with_grad(p, t, eps=1e-7):
-    """(loss, dloss/dp) per element for probabilities p (clamped to [eps, 1 − eps]) and targets t."""
-    return _elementwise("bce_with_grad", "losses", [p, t], [eps], outputs=2)
+    """(loss, dloss/dp) per element for probabilities p (clamped to [eps, 1 − eps]) and targets t.
+
+    The bounds are rounded to p's dtype first, as `xp.clip(p, eps, 1 - eps)` rounds them: in
+    float32, 1 − 1e-7 becomes 1 − 2^-23, and a p of 1 must be clamped to that, not to 1 − 1e-7.
+    """
+    dtype = np.dtype(p.dtype)
+    low, high = float(dtype.type(eps)), float(dtype.type(1 - eps))
+    return _elementwise("bce_with_grad", "losses", [p, t], [low, high], outputs=2)
 
 
 def mse_with_grad(pred, t):
@@ -142,7 +185,7 @@ def _in_place(op, g, *arrays):
     The arrays must already be C-contiguous and of one float dtype: a converted copy would be
     updated instead of the caller's array. g is converted to match if needed.
     """
-    xp, _ = _float_arrays(op, *arrays)
+    xp, _ = _checked(op, *arrays)
     p = arrays[0]
     for a in arrays:
         if a.dtype != p.dtype or a.shape != p.shape or not a.flags.c_contiguous:
@@ -163,83 +206,112 @@ def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
                float(lr_t), float(beta1), float(beta2), float(eps))
 
 
-def rmsprop_update(p, g, s, lr, rho, eps):
-    """One RMSprop step in place on p and s (see kernels/optim.py)."""
+def rmsprop_update(p, g, s, lr, rho, eps, eps_inside_root=False):
+    """One RMSprop step in place on p and s; eps added to √s, or inside the root (see kernels/optim.py)."""
     n, g, (p, s) = _in_place("rmsprop_update", g, p, s)
-    _launch_1d(_kernels("optim").rmsprop_update, n, p, g, s, float(lr), float(rho), float(eps))
+    _launch_1d(_kernels("optim").rmsprop_update, n, p, g, s, float(lr), float(rho), float(eps),
+               bool(eps_inside_root))
 
 
 # ---- reduction -----------------------------------------------------------------------------
 
 def bias_grad(g, threads=None):
-    """db[c] = Σ g[n, c, ...] for g (N, C) or (N, C, H, W): one block of `threads` per channel.
+    """db[c] = Σ g[n, c, ...] for g (N, C) or (N, C, H, W), in any memory layout: one block of
+    `threads` per channel.
 
-    threads: a power of two up to reduce.THREADS (256, the default); tests use fewer because
-    the simulator runs each thread as a Python thread.
+    The kernel sums g (B, C, S) over B and S. A g whose channel axis is its slowest in memory (the
+    CHWN views that convolutions return) is read as (1, C, everything else) in place; any other is
+    made C-contiguous, (N, C, H·W).
+    threads: a power of two up to reduce.THREADS (256); by default THREADS_PER_BLOCK.
     """
-    xp, (g,) = _float_arrays("bias_grad", g)
+    xp, (g,) = _checked("bias_grad", g)
     if g.ndim < 2:
         raise ValueError(f"bias_grad: g must be (N, C, ...), got shape {tuple(g.shape)}")
     reduce = _kernels("reduce")
-    threads = threads or reduce.THREADS
+    threads = threads or THREADS_PER_BLOCK
     if threads > reduce.THREADS or threads & (threads - 1):
         raise ValueError(f"bias_grad: threads must be a power of two up to {reduce.THREADS}, got {threads}")
     batch, channels = g.shape[:2]
+    size = int(np.prod(g.shape[2:]))
+    order = _memory_order(g)
+    if order is not None and order[0] == 1:                   # channel-major: each channel one run
+        g = g.transpose(order).reshape(1, channels, batch * size)
+    else:
+        g = xp.ascontiguousarray(g).reshape(batch, channels, size)
     db = xp.empty(channels, dtype=g.dtype)
     if channels > 0:
-        g = g.reshape(batch, channels, int(np.prod(g.shape[2:])))  # (N, C, S)
         reduce.bias_grad[channels, threads](g, db)
     return db
 
 
 # ---- im2col / col2im -----------------------------------------------------------------------
 
-def _conv_geometry(op, kh, kw, stride, pad_top, pad_left, out_h, out_w):
-    """The ints (kh, kw, sh, sw, pad_top, pad_left, out_h, out_w), checked; stride is s or (sh, sw)."""
-    sh, sw = (stride, stride) if np.isscalar(stride) else stride
-    sizes = [int(v) for v in (kh, kw, sh, sw, out_h, out_w)]
-    pads = [int(pad_top), int(pad_left)]
-    if min(sizes) < 1 or min(pads) < 0:
-        raise ValueError(f"{op}: kernel size, stride and output size must be >= 1 and padding >= 0, "
-                         f"got kernel ({kh}, {kw}), stride {stride}, pad_top {pad_top}, "
-                         f"pad_left {pad_left}, output ({out_h}, {out_w})")
-    kh, kw, sh, sw, out_h, out_w = sizes
-    return kh, kw, sh, sw, pads[0], pads[1], out_h, out_w
+def _conv_geometry(op, image_hw, kernel, stride, pads):
+    """The ints (kh, kw, sh, sw, pad_top, pad_left, out_h, out_w) the patch kernels take, checked.
+
+    kernel (kh, kw); stride s or (sh, sw); pads (top, bottom, left, right) as functional/im2col.py
+    has them. The output size (a window position every s pixels, as functional/im2col.py's
+    conv_output_size counts them) tells the kernels how far the windows reach, so they need only
+    the top and left padding.
+    """
+    (kh, kw), (sh, sw) = kernel, ((stride, stride) if np.isscalar(stride) else stride)
+    top, bottom, left, right = pads
+    h, w = image_hw
+    sizes = [int(v) for v in (kh, kw, sh, sw)]
+    padding = [int(v) for v in (top, bottom, left, right)]
+    if min(sizes) < 1 or min(padding) < 0:
+        raise ValueError(f"{op}: kernel size and stride must be >= 1 and padding >= 0, got "
+                         f"kernel {tuple(kernel)}, stride {stride}, pads {tuple(pads)}")
+    kh, kw, sh, sw = sizes
+    top, bottom, left, right = padding
+    out_h, out_w = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{op}: kernel {kh}×{kw} is larger than the padded image "
+                         f"{h + top + bottom}×{w + left + right}")
+    return kh, kw, sh, sw, top, left, out_h, out_w
 
 
-def im2col(x, kh, kw, stride, pad_top, pad_left, out_h, out_w):
-    """x (N, C, H, W) -> cols (C·kh·kw, N·out_h·out_w); layout in kernels/patches.py."""
-    xp, (x,) = _float_arrays("im2col", x)
+def im2col(x, kernel, stride, pads):
+    """x (N, C, H, W) -> cols (C·kh·kw, out_h·out_w·N), batch innermost: the matrix that
+    functional/im2col.py's `im2col` makes, element for element (layout in kernels/patches.py).
+
+    x may have any strides. The kernel reads its CHWN view x.transpose(1, 2, 3, 0), made contiguous:
+    free when x is a convolution's output (a view of CHWN memory), one copy otherwise.
+    """
+    xp, (x,) = _checked("im2col", x)
     if x.ndim != 4:
         raise ValueError(f"im2col: x must be (N, C, H, W), got shape {tuple(x.shape)}")
-    geometry = _conv_geometry("im2col", kh, kw, stride, pad_top, pad_left, out_h, out_w)
+    geometry = _conv_geometry("im2col", x.shape[2:], kernel, stride, pads)
     kh, kw, _, _, _, _, out_h, out_w = geometry
     n, c = x.shape[:2]
-    cols = xp.empty((c * kh * kw, n * out_h * out_w), dtype=x.dtype)
-    _launch_1d(_kernels("patches").im2col, cols.size, x, cols, *geometry)
+    x_chwn = xp.ascontiguousarray(x.transpose(1, 2, 3, 0))              # (C, H, W, N)
+    cols = xp.empty((c * kh * kw, out_h * out_w * n), dtype=x.dtype)
+    _launch_1d(_kernels("patches").im2col, cols.size, x_chwn, cols, *geometry)
     return cols
 
 
-def col2im(cols, x_shape, kh, kw, stride, pad_top, pad_left, out_h, out_w):
-    """cols (C·kh·kw, N·out_h·out_w) -> (N, C, H, W) = x_shape, summing what overlapping windows
-    read: the adjoint of im2col."""
-    xp, (cols,) = _float_arrays("col2im", cols)
-    geometry = _conv_geometry("col2im", kh, kw, stride, pad_top, pad_left, out_h, out_w)
-    kh, kw, _, _, _, _, out_h, out_w = geometry
+def col2im(cols, x_shape, kernel, stride, pads):
+    """cols (C·kh·kw, out_h·out_w·N) -> (N, C, H, W) = x_shape, summing what overlapping windows
+    read: the adjoint of im2col. As functional/im2col.py's `col2im`, the result is an (N, C, H, W)
+    view of a CHWN buffer."""
+    xp, (cols,) = _contiguous("col2im", cols)
     n, c, h, w = (int(v) for v in x_shape)
-    if cols.shape != (c * kh * kw, n * out_h * out_w):
-        raise ValueError(f"col2im: cols must be (C·kh·kw, N·out_h·out_w) = "
-                         f"({c * kh * kw}, {n * out_h * out_w}), got {tuple(cols.shape)}")
-    x = xp.empty((n, c, h, w), dtype=cols.dtype)
-    _launch_1d(_kernels("patches").col2im, x.size, cols, x, *geometry)
-    return x
+    geometry = _conv_geometry("col2im", (h, w), kernel, stride, pads)
+    kh, kw, _, _, _, _, out_h, out_w = geometry
+    if cols.shape != (c * kh * kw, out_h * out_w * n):
+        raise ValueError(f"col2im: cols must be (C·kh·kw, out_h·out_w·N) = "
+                         f"({c * kh * kw}, {out_h * out_w * n}), got {tuple(cols.shape)}")
+    x_chwn = xp.empty((c, h, w, n), dtype=cols.dtype)
+    _launch_1d(_kernels("patches").col2im, x_chwn.size, cols, x_chwn, *geometry)
+    return x_chwn.transpose(3, 0, 1, 2)
 
 
 # ---- matrix product ------------------------------------------------------------------------
 
 def gemm(a, b):
-    """a (M, K) @ b (K, N) with the tiled shared-memory kernel (the library's default is cuBLAS)."""
-    xp, (a, b) = _float_arrays("gemm", a, b, same_shape=False)
+    """a (M, K) @ b (K, N) with the tiled shared-memory kernel (the library's default is cuBLAS,
+    see backend.use_matmul). a and b are made C-contiguous first (a copy for a transposed view)."""
+    xp, (a, b) = _contiguous("gemm", a, b, same_shape=False)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: expected a (M, K) and b (K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
     matmul = _kernels("matmul")

@@ -12,16 +12,23 @@ from numba import cuda
 
 @cuda.jit
 def relu_forward(x, y):
-    """y = max(x, 0). Thread i computes y[i]."""
+    """y = max(x, 0). Thread i computes y[i].
+
+    Written as "0 where x <= 0" so that a NaN (for which every comparison is false) passes
+    through, as it does through the op's xp.maximum, and detect_anomaly still sees it.
+    """
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        y[i] = x[i] if x[i] > 0 else 0.0
+        y[i] = 0.0 if x[i] <= 0 else x[i]
 
 
 @cuda.jit
 def relu_backward(x, g, dx):
-    """dL/dx = dL/dy where x > 0, else 0 (the slope at 0 is taken as 0). Thread i computes dx[i]."""
+    """dL/dx = dL/dy · [x > 0] (the slope at 0 is taken as 0). Thread i computes dx[i].
+
+    A product, as in the op's xp path, so a NaN or inf in dL/dy is not silently dropped where x <= 0.
+    """
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        dx[i] = g[i] if x[i] > 0 else 0.0
+        dx[i] = g[i] * (1.0 if x[i] > 0 else 0.0)
 
 
 @cuda.jit

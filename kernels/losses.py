@@ -11,18 +11,19 @@ from numba import cuda
 
 
 @cuda.jit
-def bce_with_grad(p, t, eps, loss, grad):
-    """Binary cross-entropy on probabilities p with targets t, p clamped to [eps, 1 − eps]:
+def bce_with_grad(p, t, low, high, loss, grad):
+    """Binary cross-entropy on probabilities p with targets t, p clamped to [low, high] = [eps, 1 − eps]:
 
         loss = −(t·ln p + (1 − t)·ln(1 − p)),   dloss/dp = −t/p + (1 − t)/(1 − p) = (p − t) / (p·(1 − p)).
 
     The clamp keeps ln finite when a sigmoid saturates to exactly 0 or 1; its slope is 0 outside
-    [eps, 1 − eps], so a clamped p gets a zero gradient. Thread i computes loss[i] and grad[i].
+    [low, high], so a clamped p gets a zero gradient. (The launcher rounds the bounds to p's
+    dtype, as the op's xp.clip does.) Thread i computes loss[i] and grad[i].
     """
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        pc = min(max(p[i], eps), 1.0 - eps)
+        pc = min(max(p[i], low), high)
         loss[i] = -(t[i] * math.log(pc) + (1.0 - t[i]) * math.log(1.0 - pc))
-        clamped = p[i] < eps or p[i] > 1.0 - eps
+        clamped = p[i] < low or p[i] > high
         grad[i] = 0.0 if clamped else (pc - t[i]) / (pc * (1.0 - pc))
 
 

@@ -24,11 +24,15 @@ def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
 
 
 @cuda.jit
-def rmsprop_update(p, g, s, lr, rho, eps):
-    """RMSprop; thread i updates p[i] and s[i]:
+def rmsprop_update(p, g, s, lr, rho, eps, eps_inside_root):
+    """RMSprop (see minivae/optim.py); thread i updates p[i] and s[i]:
 
-        s = ρ·s + (1 − ρ)·g²,   p = p − lr · g / (√s + eps).
+        s = ρ·s + (1 − ρ)·g²,   p = p − lr · g / (√s + eps)      (Keras 2, PyTorch; the default)
+                                p = p − lr · g / √(s + eps)      (eps_inside_root: tf.keras 2, Keras 3)
     """
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         s[i] = rho * s[i] + (1.0 - rho) * g[i] * g[i]
-        p[i] -= lr * g[i] / (math.sqrt(s[i]) + eps)
+        if eps_inside_root:
+            p[i] -= lr * g[i] / math.sqrt(s[i] + eps)
+        else:
+            p[i] -= lr * g[i] / (math.sqrt(s[i]) + eps)

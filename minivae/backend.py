@@ -84,3 +84,70 @@ def to_device(a, device):
 
 def to_numpy(a):
     return to_device(a, "cpu")
+
+
+# ---- our CUDA kernels or the xp expressions ----------------------------------------------------
+#
+# The ops in minivae.functional and the optimizers are written once with `xp`. A few of them also
+# have a hand-written CUDA kernel (kernels/, Numba) that does the same job in one pass; each such op
+# asks `kernels_for(*its arrays)` and, when it says yes, calls the kernel's launcher instead of its
+# xp expression. The xp expression stays the reference, and the CPU path.
+
+KERNEL_MODES = ("auto", "always", "never")
+MATMULS = ("cublas", "tiled")
+_settings = {"kernels": "auto", "matmul": "cublas"}
+
+
+class _Setting:
+    """Sets one entry of `_settings` when made; as a `with` block, restores the old value at its end."""
+
+    def __init__(self, name, value, choices):
+        if value not in choices:
+            raise ValueError(f"unknown {name} mode {value!r}: expected one of {', '.join(choices)}")
+        self.name, self.previous = name, _settings[name]
+        _settings[name] = value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        _settings[self.name] = self.previous
+
+
+def use_kernels(mode):
+    """Choose where ops run their hand-written CUDA kernels, now or for a `with` block:
+
+        backend.use_kernels("never")            # from here on
+        with backend.use_kernels("always"):     # only inside the block
+            ...
+
+    "auto" (the default): the kernels for CuPy arrays, the xp expressions for NumPy arrays.
+    "always": the kernels for NumPy arrays too. Numba then needs NUMBA_ENABLE_CUDASIM=1 (its CUDA
+              simulator runs them on the CPU, slowly: this is how the tests check the wiring without
+              a GPU); with a real GPU it would copy every array over and back.
+    "never":  the xp expressions everywhere: CuPy's own kernels on a GPU, to compare against ours.
+    """
+    return _Setting("kernels", mode, KERNEL_MODES)
+
+
+def use_matmul(kind):
+    """Choose the matrix product of conv2d, conv_transpose2d, linear and matmul, now or for a `with` block.
+
+    "cublas" (the default): xp's `@`, which CuPy hands to cuBLAS (and NumPy to its CPU BLAS).
+    "tiled": kernels/matmul.py's tiled shared-memory GEMM, the teaching version; used only where
+             `kernels_for` says yes, so on a GPU in the default "auto" mode.
+    """
+    return _Setting("matmul", kind, MATMULS)
+
+
+def kernels_for(*arrays):
+    """Should an op on these arrays run our CUDA kernels? See `use_kernels`. None entries are ignored."""
+    mode = _settings["kernels"]
+    if mode == "auto":
+        return any(is_cupy_array(a) for a in arrays if a is not None)
+    return mode == "always"
+
+
+def tiled_matmul_for(*arrays):
+    """Should a matrix product of these arrays use the tiled GEMM kernel? See `use_matmul`."""
+    return _settings["matmul"] == "tiled" and kernels_for(*arrays)

@@ -14,12 +14,16 @@ is left alone. A schedule such as `StepDecay` sets `optimizer.lr` between epochs
         optimizer.step()
 
 Defaults and formulas are Keras's, which both books train with.
+
+RMSprop and Adam also have a fused CUDA kernel each (kernels/optim.py: one pass that updates the
+parameter and its state in place), which `update` runs where `backend.kernels_for` says so (on the
+GPU by default); the xp lines are the reference, and the CPU path.
 """
 import math
 
 import numpy as np
 
-from . import backend
+from . import backend, kernels
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "StepDecay", "make_optimizer", "OPTIMIZERS"]
 
@@ -62,6 +66,13 @@ class Optimizer:
 
     def update(self, param, grad, **state):
         raise NotImplementedError
+
+    @staticmethod
+    def fused_kernel_for(param, *state):
+        """Run the rule's fused kernel? Where kernels are on, and param and state are C-contiguous:
+        the kernel updates them in place through flat views. (Parameters are, and so is the state
+        made for them by zeros_like; one made contiguous by a copy would be updated instead of it.)"""
+        return backend.kernels_for(param, *state) and all(a.flags.c_contiguous for a in (param, *state))
 
     # ---- saving and loading --------------------------------------------------------------
     def state_dict(self):
@@ -151,6 +162,9 @@ class RMSprop(Optimizer):
         self.rho, self.eps, self.eps_inside_root = float(rho), float(eps), bool(eps_inside_root)
 
     def update(self, param, grad, mean_square):
+        if self.fused_kernel_for(param, mean_square):
+            kernels.rmsprop_update(param, grad, mean_square, self.lr, self.rho, self.eps, self.eps_inside_root)
+            return
         xp = backend.array_module(param)
         mean_square[...] = self.rho * mean_square + (1 - self.rho) * grad * grad
         if self.eps_inside_root:
@@ -182,10 +196,13 @@ class Adam(Optimizer):
     def update(self, param, grad, m, v):
         xp = backend.array_module(param)
         t = self.iterations
-        m[...] = self.beta1 * m + (1 - self.beta1) * grad
-        v[...] = self.beta2 * v + (1 - self.beta2) * grad * grad
         # bias correction: m and v start at 0, so early on they underestimate g and g²
         lr_t = self.lr * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        if self.fused_kernel_for(param, m, v):
+            kernels.adam_update(param, grad, m, v, lr_t, self.beta1, self.beta2, self.eps)
+            return
+        m[...] = self.beta1 * m + (1 - self.beta1) * grad
+        v[...] = self.beta2 * v + (1 - self.beta2) * grad * grad
         param -= lr_t * m / (xp.sqrt(v) + self.eps)
 
 

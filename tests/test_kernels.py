@@ -14,9 +14,7 @@ import pytest
 
 from minivae import backend
 
-# Numba reads NUMBA_ENABLE_CUDASIM once, when it is first imported: so this must come first.
-if "NUMBA_ENABLE_CUDASIM" not in os.environ and not backend.cuda_available():
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+# conftest.py has set NUMBA_ENABLE_CUDASIM=1 when there is no GPU, before anything imported numba.
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 pytest.importorskip("numba", reason="the CUDA kernels need numba and numba-cuda: "
@@ -55,10 +53,10 @@ def sigmoid(x):
     return np.exp(-np.logaddexp(0, -x))  # 1 / (1 + e^-x) without overflow
 
 
-def bce_reference(p, t, eps=1e-7):
-    pc = np.clip(p, eps, 1 - eps)
+def bce_reference(p, t, low=1e-7, high=1 - 1e-7):
+    pc = np.clip(p, low, high)
     loss = -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
-    grad = np.where((p < eps) | (p > 1 - eps), 0.0, (pc - t) / (pc * (1 - pc)))  # the clamp's slope is 0
+    grad = np.where((p < low) | (p > high), 0.0, (pc - t) / (pc * (1 - pc)))  # the clamp's slope is 0
     return loss, grad
 
 
@@ -67,8 +65,7 @@ normal = rng(1).standard_normal(SHAPE)
 upstream = rng(2).standard_normal(SHAPE)         # a gradient dL/dy
 wide = 10 * rng(3).standard_normal(SHAPE)
 wide[0, :3] = -800, -80, 80                      # e^800 overflows even float64: exp(-|x|) must be used
-probs = rng(4).uniform(0.01, 0.99, SHAPE)
-probs[0, :2] = 0.0, 1.0                          # saturated probabilities: BCE clamps them
+probs = rng(4).uniform(0.01, 0.99, SHAPE)       # (saturated ones: test_bce_clamps_as_xp_clip_does)
 unit = rng(5).uniform(0, 1, SHAPE)               # targets, or the noise eps
 
 ELEMENTWISE = [
@@ -102,6 +99,21 @@ def test_elementwise_matches_numpy(name, inputs, numbers, reference, xp, dtype):
         assert_close(out, want, dtype)
 
 
+@pytest.mark.parametrize("p, clamped_to", [(0.0, "low"), (1.0, "high"), (5e-8, "low"), (1 - 5e-8, "high")])
+def test_bce_clamps_as_xp_clip_does(p, clamped_to, xp, dtype):
+    """The clip bounds 1e-7 and 1 − 1e-7 are rounded to p's dtype, as xp.clip(p, 1e-7, 1 − 1e-7)
+    rounds them. In float32, 1 − 1e-7 is 1 − 2⁻²³, so a p of 1 loses −ln(2⁻²³) ≈ 15.9, not −ln(1e-7) ≈ 16.1."""
+    p_and_t = np.array([p, 0.5 * (p < 0.5)], dtype)                         # target 0 for p near 1
+    bound = np.clip(p_and_t[:1], 1e-7, 1 - 1e-7)[0]                         # NumPy's rounding
+    assert bound == dtype(1e-7 if clamped_to == "low" else 1 - 1e-7)
+    loss, grad = kernels.bce_with_grad(xp.asarray(p_and_t[:1]), xp.asarray(p_and_t[1:]))
+    want_loss, want_grad = bce_reference(p_and_t[:1].astype(np.float64), p_and_t[1:].astype(np.float64),
+                                         float(dtype(1e-7)), float(dtype(1 - 1e-7)))
+    assert_close(loss, want_loss, dtype)
+    assert_close(grad, want_grad, dtype)
+    assert backend.to_numpy(grad)[0] == 0                                    # the clip's slope
+
+
 def test_grid_stride_loop_covers_more_elements_than_threads(xp, monkeypatch):
     """With the grid capped at one block of 256 threads, each thread must loop to cover 600 elements."""
     monkeypatch.setattr(kernels, "MAX_BLOCKS", 1)
@@ -117,18 +129,21 @@ def adam_reference(p, g, m, v, lr_t, b1, b2, eps):
     return p - lr_t * m / (np.sqrt(v) + eps), m, v
 
 
-def rmsprop_reference(p, g, s, lr, rho, eps):
+def rmsprop_reference(p, g, s, lr, rho, eps, eps_inside_root):
     s = rho * s + (1 - rho) * g * g
-    return p - lr * g / (np.sqrt(s) + eps), s
+    return p - lr * g / (np.sqrt(s + eps) if eps_inside_root else np.sqrt(s) + eps), s
 
 
 OPTIMIZERS = [
     ("adam_update", 2, (1e-3 * np.sqrt(1 - 0.999 ** 3) / (1 - 0.9 ** 3), 0.9, 0.999, 1e-7), adam_reference),
-    ("rmsprop_update", 1, (1e-3, 0.9, 1e-7), rmsprop_reference),
+    # an eps large enough for its place to matter
+    ("rmsprop_update", 1, (1e-3, 0.9, 1e-3, False), rmsprop_reference),
+    ("rmsprop_update", 1, (1e-3, 0.9, 1e-3, True), rmsprop_reference),
 ]
 
 
-@pytest.mark.parametrize("name, n_state, numbers, reference", OPTIMIZERS, ids=[c[0] for c in OPTIMIZERS])
+@pytest.mark.parametrize("name, n_state, numbers, reference", OPTIMIZERS,
+                         ids=["adam", "rmsprop", "rmsprop-eps-inside-root"])
 def test_optimizer_updates_in_place(name, n_state, numbers, reference, xp, dtype):
     shape = (7, 13)
     p, g = (rng(i).standard_normal(shape).astype(dtype) for i in (7, 8))
@@ -165,35 +180,45 @@ def test_bias_grad_checks_the_block_size(xp):
 
 
 # ---- im2col / col2im -------------------------------------------------------------------------
+# The batch-innermost (CHWN) column layout of functional/im2col.py; geometry as it passes it:
+# kernel (kH, kW), stride, pads (top, bottom, left, right).
 
-def im2col_reference(x, kh, kw, stride, pad_top, pad_left, out_h, out_w):
-    """The definition, one loop: cols[(c, i, j), (n, oy, ox)] = x[n, c, oy·sh − pad_top + i, ox·sw − pad_left + j]."""
-    (n, c, h, w), (sh, sw) = x.shape, np.broadcast_to(stride, 2)
-    cols = np.zeros((c, kh, kw, n, out_h, out_w))
-    for ci, i, j, ni, oy, ox in np.ndindex(cols.shape):
-        y, xx = oy * sh - pad_top + i, ox * sw - pad_left + j
+def im2col_reference(x, kernel, stride, pads):
+    """The definition, one loop: cols[(c, i, j), (oy, ox, n)] = x[n, c, oy·sh − top + i, ox·sw − left + j]."""
+    (n, c, h, w), (kh, kw), (sh, sw), (top, bottom, left, right) = x.shape, kernel, stride, pads
+    out_h, out_w = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    cols = np.zeros((c, kh, kw, out_h, out_w, n))
+    for ci, i, j, oy, ox, ni in np.ndindex(cols.shape):
+        y, xx = oy * sh - top + i, ox * sw - left + j
         if 0 <= y < h and 0 <= xx < w:
-            cols[ci, i, j, ni, oy, ox] = x[ni, ci, y, xx]
-    return cols.reshape(c * kh * kw, n * out_h * out_w)
+            cols[ci, i, j, oy, ox, ni] = x[ni, ci, y, xx]
+    return cols.reshape(c * kh * kw, out_h * out_w * n)
 
 
-def col2im_reference(cols, x_shape, kh, kw, stride, pad_top, pad_left, out_h, out_w):
+def col2im_reference(cols, x_shape, kernel, stride, pads):
     """Every column entry added back onto the pixel im2col read it from."""
-    (n, c, h, w), (sh, sw) = x_shape, np.broadcast_to(stride, 2)
-    cols = cols.reshape(c, kh, kw, n, out_h, out_w)
+    (n, c, h, w), (kh, kw), (sh, sw), (top, bottom, left, right) = x_shape, kernel, stride, pads
+    out_h, out_w = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+    cols = cols.reshape(c, kh, kw, out_h, out_w, n)
     x = np.zeros(x_shape)
-    for ci, i, j, ni, oy, ox in np.ndindex(cols.shape):
-        y, xx = oy * sh - pad_top + i, ox * sw - pad_left + j
+    for ci, i, j, oy, ox, ni in np.ndindex(cols.shape):
+        y, xx = oy * sh - top + i, ox * sw - left + j
         if 0 <= y < h and 0 <= xx < w:
-            x[ni, ci, y, xx] += cols[ci, i, j, ni, oy, ox]
+            x[ni, ci, y, xx] += cols[ci, i, j, oy, ox, ni]
     return x
 
 
-GEOMETRIES = [  # x shape, (kh, kw, stride, pad_top, pad_left, out_h, out_w)
-    pytest.param((2, 3, 7, 6), (3, 3, 2, 1, 1, 4, 3), id="symmetric-pad1-stride2"),
+def n_cols(x_shape, kernel, stride, pads):
+    """The shape (C·kH·kW, OH·OW·N) of x's columns."""
+    (n, c, h, w), (kh, kw), (sh, sw), (top, bottom, left, right) = x_shape, kernel, stride, pads
+    return c * kh * kw, ((h + top + bottom - kh) // sh + 1) * ((w + left + right - kw) // sw + 1) * n
+
+
+GEOMETRIES = [  # x shape, (kernel, stride, pads)
+    pytest.param((2, 3, 7, 6), ((3, 3), (2, 2), (1, 1, 1, 1)), id="symmetric-pad1-stride2"),
     # Keras "same", kernel 4, stride 2 on 6×5: pads (1, 1) on H but (1, 2) on W
-    pytest.param((1, 2, 6, 5), (4, 4, 2, 1, 1, 3, 3), id="keras-same-asymmetric"),
-    pytest.param((3, 1, 5, 4), (2, 3, (2, 1), 0, 0, 2, 2), id="rect-kernel-stride2x1-valid"),
+    pytest.param((2, 2, 6, 5), ((4, 4), (2, 2), (1, 1, 1, 2)), id="keras-same-asymmetric"),
+    pytest.param((3, 1, 5, 4), ((2, 3), (2, 1), (0, 0, 0, 0)), id="rect-kernel-stride2x1-valid"),
 ]
 
 
@@ -206,8 +231,7 @@ def test_im2col_matches_the_loop_definition(x_shape, geometry, xp, dtype):
 
 @pytest.mark.parametrize("x_shape, geometry", GEOMETRIES)
 def test_col2im_matches_the_loop_definition(x_shape, geometry, xp, dtype):
-    kh, kw, _, _, _, out_h, out_w = geometry
-    cols = rng(12).standard_normal((x_shape[1] * kh * kw, x_shape[0] * out_h * out_w)).astype(dtype)
+    cols = rng(12).standard_normal(n_cols(x_shape, *geometry)).astype(dtype)
     x = kernels.col2im(xp.asarray(cols), x_shape, *geometry)
     assert_close(x, col2im_reference(cols.astype(np.float64), x_shape, *geometry), dtype)
 
@@ -215,17 +239,29 @@ def test_col2im_matches_the_loop_definition(x_shape, geometry, xp, dtype):
 @pytest.mark.parametrize("x_shape, geometry", GEOMETRIES)
 def test_col2im_is_the_adjoint_of_im2col(x_shape, geometry, xp):
     """<im2col(x), c> = <x, col2im(c)> for every x and c: col2im is im2col's transpose."""
-    kh, kw, _, _, _, out_h, out_w = geometry
     x = rng(13).standard_normal(x_shape)
-    c = rng(14).standard_normal((x_shape[1] * kh * kw, x_shape[0] * out_h * out_w))
+    c = rng(14).standard_normal(n_cols(x_shape, *geometry))
     lhs = np.sum(backend.to_numpy(kernels.im2col(xp.asarray(x), *geometry)) * c)
     rhs = np.sum(x * backend.to_numpy(kernels.col2im(xp.asarray(c), x_shape, *geometry)))
     assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
+def test_patches_use_chwn_memory_as_functional_im2col_does(xp):
+    """im2col reads x in any layout (here NCHW, and a CHWN view); col2im returns an (N, C, H, W)
+    view of a CHWN buffer, as functional/im2col.py's col2im does."""
+    x_shape, geometry = (2, 3, 7, 6), ((3, 3), (2, 2), (1, 1, 1, 1))
+    x = rng(15).standard_normal(x_shape)
+    chwn_view = xp.ascontiguousarray(xp.asarray(x).transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    expected = im2col_reference(x, *geometry)
+    for layout in (xp.asarray(x), chwn_view):
+        assert_close(kernels.im2col(layout, *geometry), expected, np.float64)
+    y = kernels.col2im(xp.asarray(expected), x_shape, *geometry)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous
+
+
 def test_col2im_checks_the_column_shape(xp):
     with pytest.raises(ValueError, match=r"\(27, 24\)"):
-        kernels.col2im(xp.zeros((27, 25)), (2, 3, 7, 6), 3, 3, 2, 1, 1, 4, 3)
+        kernels.col2im(xp.zeros((27, 25)), (2, 3, 7, 6), (3, 3), 2, (1, 1, 1, 1))
 
 
 # ---- tiled GEMM ------------------------------------------------------------------------------
@@ -249,8 +285,8 @@ EMPTY_CALLS = [
     ("bce_with_grad", lambda K, z: K.bce_with_grad(z((4, 0)), z((4, 0))), [(4, 0), (4, 0)]),
     ("adam_update", lambda K, z: K.adam_update(z(0), z(0), z(0), z(0), 0.1, 0.9, 0.999, 1e-7), None),
     ("bias_grad", lambda K, z: K.bias_grad(z((0, 3, 2, 2)), threads=4), [(3,)]),
-    ("im2col", lambda K, z: K.im2col(z((0, 2, 5, 5)), 3, 3, 2, 1, 1, 3, 3), [(18, 0)]),
-    ("col2im", lambda K, z: K.col2im(z((18, 0)), (0, 2, 5, 5), 3, 3, 2, 1, 1, 3, 3), [(0, 2, 5, 5)]),
+    ("im2col", lambda K, z: K.im2col(z((0, 2, 5, 5)), (3, 3), 2, (1, 1, 1, 1)), [(18, 0)]),
+    ("col2im", lambda K, z: K.col2im(z((18, 0)), (0, 2, 5, 5), (3, 3), 2, (1, 1, 1, 1)), [(0, 2, 5, 5)]),
     ("gemm-no-rows", lambda K, z: K.gemm(z((0, 3)), z((3, 4))), [(0, 4)]),
     ("gemm-no-inner", lambda K, z: K.gemm(z((2, 0)), z((0, 3))), [(2, 3)]),
 ]
@@ -267,10 +303,23 @@ def test_empty_arrays(call, shapes, xp):
         assert not backend.to_numpy(r).any()
 
 
-def test_inputs_are_made_contiguous_and_of_the_first_inputs_dtype(xp):
-    a = rng(17).standard_normal((5, 4))
-    y = kernels.relu_forward(xp.asarray(a).T)                       # a transposed, non-contiguous view
-    assert_close(y, np.maximum(a.T, 0), np.float64)
+def test_elementwise_outputs_keep_the_first_inputs_memory_layout(xp):
+    """A dense transposed view (as convolutions return) is read in place and its layout kept; an
+    input laid out otherwise is copied into that layout; a strided slice falls back to C order."""
+    a, b = rng(17).standard_normal((5, 4, 3)), rng(18).standard_normal((5, 4, 3))
+    chwn = xp.ascontiguousarray(xp.asarray(a).transpose(1, 2, 0)).transpose(2, 0, 1)  # (5, 4, 3) view
+    y = kernels.relu_forward(chwn)
+    assert_close(y, np.maximum(a, 0), np.float64)
+    assert y.strides == chwn.strides
+    dx = kernels.relu_backward(chwn, xp.asarray(b))                          # g in C order
+    assert_close(dx, b * (a > 0), np.float64)
+    assert dx.strides == chwn.strides
+    sliced = xp.asarray(rng(19).standard_normal((5, 8, 3)))[:, ::2]          # not dense
+    assert_close(kernels.relu_forward(sliced), np.maximum(backend.to_numpy(sliced), 0), np.float64)
+    assert kernels.relu_forward(sliced).flags.c_contiguous
+
+
+def test_inputs_are_converted_to_the_first_inputs_dtype(xp):
     p32, t64 = np.full(6, 0.25, np.float32), np.ones(6)
     loss, grad = kernels.bce_with_grad(xp.asarray(p32), xp.asarray(t64))
     assert_close(loss, np.full(6, np.log(4)), np.float32)
@@ -279,8 +328,9 @@ def test_inputs_are_made_contiguous_and_of_the_first_inputs_dtype(xp):
 @pytest.mark.parametrize("call, error, match", [
     (lambda K, xp: K.relu_forward(xp.arange(3)), TypeError, "float32 or float64"),
     (lambda K, xp: K.relu_backward(xp.zeros(3), xp.zeros(4)), ValueError, "one shape"),
-    (lambda K, xp: K.im2col(xp.zeros((1, 1, 4, 4)), 3, 3, 0, 1, 1, 2, 2), ValueError, ">= 1"),
-], ids=["integers", "shape-mismatch", "zero-stride"])
+    (lambda K, xp: K.im2col(xp.zeros((1, 1, 4, 4)), (3, 3), 0, (1, 1, 1, 1)), ValueError, ">= 1"),
+    (lambda K, xp: K.im2col(xp.zeros((1, 1, 2, 2)), (3, 3), 1, (0, 0, 0, 0)), ValueError, "larger"),
+], ids=["integers", "shape-mismatch", "zero-stride", "kernel-larger-than-image"])
 def test_bad_arguments_raise_clear_errors(call, error, match, xp):
     with pytest.raises(error, match=match):
         call(kernels, xp)

@@ -1,5 +1,7 @@
-"""Small helpers shared by the ops: argument checks with readable errors, and the xp lookup."""
-from .. import backend
+"""Small helpers shared by the ops: argument checks with readable errors, the xp lookup, and the
+two array computations several ops share (a matrix product, a bias gradient), each of which may
+run one of our CUDA kernels (see backend.use_kernels)."""
+from .. import backend, kernels
 from ..tensor import Tensor, as_tensor
 
 
@@ -26,3 +28,19 @@ def check_ndim(op, name, t, ndim, layout=""):
     if t.ndim != ndim:
         hint = f" {layout}" if layout else ""
         raise ValueError(f"{op}: {name} must have {ndim} dimensions{hint}, got shape {tuple(t.shape)}")
+
+
+def matmul_arrays(a, b):
+    """a @ b for 2-D arrays: xp's `@` (cuBLAS on a GPU), or our tiled GEMM kernel where
+    backend.use_matmul("tiled") asks for it and kernels are on."""
+    if backend.tiled_matmul_for(a, b):
+        return kernels.gemm(a, b)
+    return a @ b
+
+
+def bias_grad(g):
+    """dL/db for a bias added along axis 1 of y: dL/dy (N, C, ...) summed over every other axis,
+    by the shared-memory reduction kernel when kernels are on."""
+    if backend.kernels_for(g):
+        return kernels.bias_grad(g)
+    return g.sum(axis=(0,) + tuple(range(2, g.ndim)))

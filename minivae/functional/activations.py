@@ -1,5 +1,10 @@
 """Activations: elementwise nonlinearities. Each backward multiplies the upstream gradient by
-the activation's slope at x."""
+the activation's slope at x.
+
+Each has a CUDA kernel pair in kernels/activations.py computing the same numbers; an op runs it
+where `backend.kernels_for` says so (on the GPU by default), and its xp expression otherwise.
+"""
+from .. import backend, kernels
 from ..tensor import Tensor
 from ._common import check_float, tensors, xp_of
 
@@ -11,6 +16,9 @@ def relu(x):
     (x,) = tensors(x)
     xp = xp_of("relu", x)
     check_float("relu", x=x)
+    if backend.kernels_for(x.data):
+        y = kernels.relu_forward(x.data)
+        return Tensor.from_op(y, (x,), lambda g: (kernels.relu_backward(x.data, g),), "relu")
     positive = x.data > 0
     return Tensor.from_op(xp.maximum(x.data, 0), (x,), lambda g: (g * positive,), "relu")
 
@@ -25,6 +33,10 @@ def leaky_relu(x, negative_slope=0.01):
     (x,) = tensors(x)
     xp_of("leaky_relu", x)
     check_float("leaky_relu", x=x)
+    if backend.kernels_for(x.data):  # the kernels test x > 0 again in backward instead of keeping s
+        y = kernels.leaky_relu_forward(x.data, negative_slope)
+        return Tensor.from_op(y, (x,), lambda g: (kernels.leaky_relu_backward(x.data, g, negative_slope),),
+                              "leaky_relu")
     slope = (x.data <= 0).astype(x.dtype)   # 1 where x <= 0, else 0 ...
     slope *= negative_slope                 # ... a where x <= 0 ...
     slope += x.data > 0                     # ... plus 1 where x > 0: exactly 1 or a
@@ -47,5 +59,8 @@ def sigmoid(x):
     (x,) = tensors(x)
     xp = xp_of("sigmoid", x)
     check_float("sigmoid", x=x)
+    if backend.kernels_for(x.data):
+        y = kernels.sigmoid_forward(x.data)
+        return Tensor.from_op(y, (x,), lambda g: (kernels.sigmoid_backward(y, g),), "sigmoid")
     y = sigmoid_array(xp, x.data)
     return Tensor.from_op(y, (x,), lambda g: (g * y * (1 - y),), "sigmoid")

@@ -11,7 +11,7 @@ Padding is resolved once into (top, bottom, left, right), because Keras' "same" 
 import numbers
 
 from ..tensor import Tensor
-from ._common import check_float, check_ndim, tensors, xp_of
+from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, xp_of
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 
 __all__ = ["conv2d", "conv_transpose2d"]
@@ -50,8 +50,8 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     def backward(g):
         g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
         return (_scatter(g_mat, w.data, x.shape, stride, pads) if x.requires_grad else None,
-                (g_mat @ cols.T).reshape(w.shape) if w.requires_grad else None,
-                g_mat.sum(axis=1) if b is not None and b.requires_grad else None)
+                matmul_arrays(g_mat, cols.T).reshape(w.shape) if w.requires_grad else None,
+                bias_grad(g_mat[None]) if b is not None and b.requires_grad else None)  # dY as (1, C_out, ...)
     y = from_chwn(y, (n, w.shape[0], oh, ow))                 # an (N, C_out, OH, OW) view, no copy
     return Tensor.from_op(y, (x, w, b), backward, "conv2d")
 
@@ -100,8 +100,8 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
     def backward(g):
         g_cols, dx = _correlate(g, w.data, stride, pads)      # im2col(dY), W @ im2col(dY)
         return (from_chwn(dx, x.shape) if x.requires_grad else None,
-                (x_mat @ g_cols.T).reshape(w.shape) if w.requires_grad else None,
-                g.sum(axis=(0, 2, 3)) if b is not None and b.requires_grad else None)
+                matmul_arrays(x_mat, g_cols.T).reshape(w.shape) if w.requires_grad else None,
+                bias_grad(g) if b is not None and b.requires_grad else None)
     return Tensor.from_op(y, (x, w, b), backward, "conv_transpose2d")
 
 
@@ -110,7 +110,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
 def _correlate(x, w, stride, pads):
     """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N)."""
     cols = im2col(x, w.shape[2:], stride, pads)
-    return cols, w.reshape(w.shape[0], -1) @ cols
+    return cols, matmul_arrays(w.reshape(w.shape[0], -1), cols)
 
 
 def _scatter(x_mat, w, shape, stride, pads):
@@ -118,7 +118,7 @@ def _scatter(x_mat, w, shape, stride, pads):
     w_mat = w.reshape(w.shape[0], -1)
     # With one channel in (a conv2d with C_out = 1) Wᵀ @ X is an outer product: broadcasting does it
     # 3-4× faster than OpenBLAS, whose matrix product is unusually slow when the inner size is 1.
-    cols = w_mat.T * x_mat if w_mat.shape[0] == 1 else w_mat.T @ x_mat
+    cols = w_mat.T * x_mat if w_mat.shape[0] == 1 else matmul_arrays(w_mat.T, x_mat)
     return col2im(cols, shape, w.shape[2:], stride, pads)
 
 

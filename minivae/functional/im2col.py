@@ -20,8 +20,11 @@ return their (N, C, H, W) results as transposed views of CHWN memory; elementwis
 layout, and the next convolution reads it back without a copy.
 
 `pads` is always (top, bottom, left, right): "same" padding can be asymmetric.
+
+Where `backend.kernels_for` says so (on the GPU by default), kernels/patches.py builds the same
+matrix, element for element, with one CUDA thread per entry instead of kH·kW slices.
 """
-from .. import backend
+from .. import backend, kernels
 
 
 def conv_output_size(size, kernel, stride, pad_before, pad_after):
@@ -43,6 +46,8 @@ def from_chwn(y, shape):
 
 def im2col(x, kernel, stride, pads):
     """(N, C, H, W) -> cols (C·kH·kW, OH·OW·N), the patch of output pixel (n, oh, ow) in each column."""
+    if backend.kernels_for(x):
+        return kernels.im2col(x, kernel, stride, pads)
     xp = backend.array_module(x)
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
@@ -65,6 +70,8 @@ def col2im(cols, shape, kernel, stride, pads):
 
     The result is an (N, C, H, W) view of a CHWN buffer.
     """
+    if backend.kernels_for(cols):
+        return kernels.col2im(cols, shape, kernel, stride, pads)
     xp = backend.array_module(cols)
     n, c, h, w = shape
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads

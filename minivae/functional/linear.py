@@ -1,6 +1,6 @@
 """Matrix products: the dense layer and the bare `@`."""
 from ..tensor import Tensor
-from ._common import check_float, check_ndim, tensors, xp_of
+from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, xp_of
 
 __all__ = ["matmul", "linear"]
 
@@ -13,8 +13,8 @@ def matmul(a, b):
     check_ndim("matmul", "b", b, 2)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: inner sizes differ: a {tuple(a.shape)} @ b {tuple(b.shape)}")
-    return Tensor.from_op(a.data @ b.data, (a, b),
-                          lambda g: (g @ b.data.T, a.data.T @ g), "matmul")
+    return Tensor.from_op(matmul_arrays(a.data, b.data), (a, b),
+                          lambda g: (matmul_arrays(g, b.data.T), matmul_arrays(a.data.T, g)), "matmul")
 
 
 def linear(x, w, b=None):
@@ -32,12 +32,12 @@ def linear(x, w, b=None):
                          f"x {tuple(x.shape)}, w {tuple(w.shape)}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
-    y = x.data @ w.data
+    y = matmul_arrays(x.data, w.data)
     if b is not None:
         y += b.data
 
     def backward(g):
-        return (g @ w.data.T if x.requires_grad else None,
-                x.data.T @ g if w.requires_grad else None,
-                g.sum(axis=0) if b is not None and b.requires_grad else None)
+        return (matmul_arrays(g, w.data.T) if x.requires_grad else None,
+                matmul_arrays(x.data.T, g) if w.requires_grad else None,
+                bias_grad(g) if b is not None and b.requires_grad else None)
     return Tensor.from_op(y, (x, w, b), backward, "linear")

@@ -3,7 +3,11 @@ its regularizer, the KL divergence of the encoder's Gaussian from the standard n
 
 The elementwise losses share one pattern: compute ℓ_i and dℓ_i/dx_i, then reduce. Only the
 prediction gets a gradient; the target is data (it may be a Tensor, but it is not a graph input).
+Where `backend.kernels_for` says so (on the GPU by default), a fused kernel from kernels/losses.py
+computes ℓ_i and dℓ_i/dx_i together in one pass, and the gradient is kept for backward; the
+reduction stays an xp sum either way.
 """
+from .. import backend, kernels
 from ..tensor import Tensor
 from ._common import check_float, check_ndim, tensors, xp_of
 from .activations import sigmoid_array
@@ -49,6 +53,9 @@ def binary_cross_entropy(p, target, reduction="mean"):
     """
     op = "binary_cross_entropy"
     p, t = _prediction_and_target(op, p, target, reduction)
+    if backend.kernels_for(p.data, t):
+        loss, grad = kernels.bce_with_grad(p.data, t, BCE_EPSILON)
+        return _reduced_loss(op, loss, lambda: grad, p, reduction)
     xp = xp_of(op, p)
     clipped = xp.clip(p.data, BCE_EPSILON, 1 - BCE_EPSILON)
     loss = -(t * xp.log(clipped) + (1 - t) * xp.log(1 - clipped))
@@ -76,6 +83,9 @@ def mse_loss(pred, target, reduction="mean"):
     """ℓ = (pred - t)²;  dℓ/dpred = 2 (pred - t)."""
     op = "mse_loss"
     pred, t = _prediction_and_target(op, pred, target, reduction)
+    if backend.kernels_for(pred.data, t):
+        loss, grad = kernels.mse_with_grad(pred.data, t)
+        return _reduced_loss(op, loss, lambda: grad, pred, reduction)
     diff = pred.data - t
     return _reduced_loss(op, diff * diff, lambda: 2 * diff, pred, reduction)
 
@@ -93,6 +103,10 @@ def gaussian_kl(mu, log_var):
     if log_var.shape != mu.shape:
         raise ValueError(f"gaussian_kl: mu has shape {tuple(mu.shape)} but log_var has shape "
                          f"{tuple(log_var.shape)}; they must match")
+    if backend.kernels_for(mu.data, log_var.data):  # each element's kl and both gradients, one pass
+        kl, dmu, dlog_var = kernels.gaussian_kl_with_grad(mu.data, log_var.data)
+        return Tensor.from_op(kl.sum(axis=1), (mu, log_var),
+                              lambda g: (g[:, None] * dmu, g[:, None] * dlog_var), "gaussian_kl")
     var = xp.exp(log_var.data)
     y = -0.5 * (1 + log_var.data - mu.data ** 2 - var).sum(axis=1)  # (N,)
 
