@@ -57,6 +57,11 @@ CONV_CASES = [
     # 7 rows, s=2: out 4, total 2 -> (1, 1); 10 columns: out 5, total 1 -> (0, 1)
     ("same-s2-odd-rows", (1, 2, 7, 10), (2, 2, 3, 3), 2, "same", (1, 1, 0, 1)),
     ("same-even-kernel", (1, 1, 5, 4), (2, 1, 2, 2), 1, "same", (0, 1, 0, 1)),
+    # fewer channels out than in, stride 1: computed as the transposed conv of the turned kernel
+    ("narrowing-same", (2, 5, 6, 7), (2, 5, 3, 3), 1, "same", (1, 1, 1, 1)),
+    ("narrowing-to-one-asymmetric", (2, 4, 5, 6), (1, 4, 4, 3), 1, "same", (1, 2, 1, 1)),
+    ("narrowing-valid-non-square", (1, 3, 6, 5), (2, 3, 2, 3), 1, 0, (0, 0, 0, 0)),
+    ("narrowing-pad-wider-than-kernel", (1, 3, 4, 4), (2, 3, 3, 3), 1, 3, (3, 3, 3, 3)),  # the usual way
 ]
 
 
@@ -160,6 +165,8 @@ GRADCHECK_CASES = [
     conv_case("same-s2-asymmetric", (2, 2, 6, 4), (3, 2, 3, 3), stride=2, padding="same"),
     conv_case("same-s1-non-square-kernel", (1, 2, 5, 4), (2, 2, 3, 2), padding="same"),
     conv_case("one-output-channel", (2, 3, 4, 5), (1, 3, 3, 3), padding="same"),
+    conv_case("narrowing-asymmetric-kernel", (2, 4, 5, 6), (2, 4, 4, 3), padding="same"),
+    conv_case("narrowing-valid", (2, 3, 5, 4), (2, 3, 2, 3)),
     transposed_case("batch2-cin3-cout2", (2, 3, 3, 4), (3, 2, 3, 3), padding=1),
     transposed_case("no-bias-s2", (2, 2, 3, 2), (2, 3, 3, 3), bias=False, stride=2),
     transposed_case("s2-output-padding", (1, 2, 3, 4), (2, 3, 3, 3), stride=2, padding=1, output_padding=1),

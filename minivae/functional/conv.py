@@ -10,6 +10,7 @@ Padding is resolved once into (top, bottom, left, right), because Keras' "same" 
 """
 import numbers
 
+from .. import backend
 from ..tensor import Tensor
 from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, xp_of
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
@@ -42,6 +43,14 @@ def conv2d(x, w, b=None, stride=1, padding=0):
                          f"padding {padding!r}")
     oh = conv_output_size(h, kernel[0], stride[0], top, bottom)
     ow = conv_output_size(wd, kernel[1], stride[1], left, right)
+    if stride == (1, 1) and w.shape[0] < w.shape[1] and max(top, bottom) < kernel[0] and max(left, right) < kernel[1]:
+        # With stride 1, conv2d is also the transposed convolution of its kernel turned 180° (in
+        # and out channels swapped), padded by k - 1 - p instead of p. The numbers are the same,
+        # but that way the patch matrix has kH·kW·C_out rows instead of kH·kW·C_in: C_in/C_out
+        # times less memory to fill and read when a layer narrows (Chollet's last conv, 32 -> 1).
+        turned_pads = (kernel[0] - 1 - top, kernel[0] - 1 - bottom, kernel[1] - 1 - left, kernel[1] - 1 - right)
+        return _transposed(x, w, b, _turned(w.data), (1, 1), turned_pads, (n, w.shape[0], oh, ow),
+                           "conv2d", weight_grad=_turned)
 
     cols, y = _correlate(x.data, w.data, stride, pads)        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
     if b is not None:
@@ -90,19 +99,30 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
     if min(out_hw) < 1:
         raise ValueError(f"conv_transpose2d: padding {padding!r} crops the whole output "
                          f"(size {out_hw[0]}×{out_hw[1]}): x {tuple(x.shape)}, w {tuple(w.shape)}")
-    out_shape = (n, w.shape[1]) + out_hw
+    return _transposed(x, w, b, w.data, stride, pads, (n, w.shape[1]) + out_hw, "conv_transpose2d")
 
+
+def _transposed(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda dw: dw):
+    """The transposed convolution of x by the kernel array w_data (C_in, C_out, kH, kW) as the op
+    `op` with inputs (x, w, b); weight_grad maps the gradient for w_data to the one for w."""
     x_mat = to_chwn(x.data)                                   # X (C_in, H·W·N)
-    y = _scatter(x_mat, w.data, out_shape, stride, pads)      # (N, C_out, OH, OW), a view of ours
+    y = _scatter(x_mat, w_data, out_shape, stride, pads)      # (N, C_out, OH, OW), a view of ours
     if b is not None:
         y += b.data[:, None, None]
 
     def backward(g):
-        g_cols, dx = _correlate(g, w.data, stride, pads)      # im2col(dY), W @ im2col(dY)
+        g_cols, dx = _correlate(g, w_data, stride, pads)      # im2col(dY), W @ im2col(dY)
         return (from_chwn(dx, x.shape) if x.requires_grad else None,
-                matmul_arrays(x_mat, g_cols.T).reshape(w.shape) if w.requires_grad else None,
+                weight_grad(matmul_arrays(x_mat, g_cols.T).reshape(w_data.shape)) if w.requires_grad else None,
                 bias_grad(g) if b is not None and b.requires_grad else None)
-    return Tensor.from_op(y, (x, w, b), backward, "conv_transpose2d")
+    return Tensor.from_op(y, (x, w, b), backward, op)
+
+
+def _turned(w):
+    """A kernel (A, B, kH, kW) turned 180° with its two channel axes swapped: (B, A, kH, kW).
+    Turning twice gives w back."""
+    xp = backend.array_module(w)
+    return xp.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
 
 # ---- the two array maps, each the other's transpose ---------------------------------------------
