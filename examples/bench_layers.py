@@ -6,6 +6,11 @@ encoder layer need no gradient, as in training). PyTorch, when it imports, runs 
 with the same "same" padding (explicit asymmetric pads and crops) on as many threads as we have
 cores; `ratio` is our time over its time.
 
+Both libraries run in this one process, taking turns, and their thread pools (OpenBLAS's and
+PyTorch's) can slow each other: on a 2-core machine both columns came out up to 2.5× slower than
+the same layers inside a whole training step. Read the ratios as rough; for whole-model figures
+use examples/bench_models.py, which runs each library in a process of its own.
+
     python examples/bench_layers.py                 # batches 32 and 128
     python examples/bench_layers.py --batch 64 --repeats 10
 """
