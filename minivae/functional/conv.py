@@ -5,6 +5,8 @@ Y = W @ cols. Its input-gradient Wᵀ @ dY followed by `col2im` (the adjoint of 
 what a transposed convolution computes in its forward pass; and the transposed convolution's
 input-gradient is a convolution. So the two array functions below, `_correlate` (conv2d) and
 `_scatter` (conv_transpose2d), serve all four passes, as in DeZero's functions_conv.py.
+A stride-1 conv2d that narrows (fewer channels out than in) runs as the transposed convolution
+of its turned kernel, whose patch matrix is the smaller one (see conv2d).
 
 Padding is resolved once into (top, bottom, left, right), because Keras' "same" can be asymmetric.
 """
@@ -43,12 +45,13 @@ def conv2d(x, w, b=None, stride=1, padding=0):
                          f"padding {padding!r}")
     oh = conv_output_size(h, kernel[0], stride[0], top, bottom)
     ow = conv_output_size(wd, kernel[1], stride[1], left, right)
-    if stride == (1, 1) and w.shape[0] < w.shape[1] and max(top, bottom) < kernel[0] and max(left, right) < kernel[1]:
+    (kh, kw), narrows = kernel, w.shape[0] < w.shape[1]
+    if stride == (1, 1) and narrows and max(top, bottom) < kh and max(left, right) < kw:
         # With stride 1, conv2d is also the transposed convolution of its kernel turned 180° (in
         # and out channels swapped), padded by k - 1 - p instead of p. The numbers are the same,
         # but that way the patch matrix has kH·kW·C_out rows instead of kH·kW·C_in: C_in/C_out
         # times less memory to fill and read when a layer narrows (Chollet's last conv, 32 -> 1).
-        turned_pads = (kernel[0] - 1 - top, kernel[0] - 1 - bottom, kernel[1] - 1 - left, kernel[1] - 1 - right)
+        turned_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
         return _transposed(x, w, b, _turned(w.data), (1, 1), turned_pads, (n, w.shape[0], oh, ow),
                            "conv2d", weight_grad=_turned)
 
