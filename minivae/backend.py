@@ -140,6 +140,11 @@ def use_matmul(kind):
     return _Setting("matmul", kind, MATMULS)
 
 
+def kernel_mode():
+    """The mode `use_kernels` set last: "auto", "always" or "never"."""
+    return _settings["kernels"]
+
+
 def kernels_for(*arrays):
     """Should an op on these arrays run our CUDA kernels? See `use_kernels`. None entries are ignored."""
     mode = _settings["kernels"]

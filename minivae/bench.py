@@ -46,5 +46,6 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
               "images_per_s": round(batch_size * steps / seconds, 1),
               "ms_per_step": round(1000 * seconds / steps, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
     if device != "cpu":
+        result["kernels"] = backend.kernel_mode()
         result["gpu_pool_mb"] = round(backend.require_cuda().get_default_memory_pool().total_bytes() / 2**20, 1)
     return result

@@ -20,6 +20,8 @@ USER_ERRORS = (data.DataError, checkpoint.CheckpointError, TrainingError, ValueE
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "kernels", None):
+        backend.use_kernels(args.kernels)
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:
@@ -102,6 +104,11 @@ def _config_fields():
     return {f.name for f in fields(TrainConfig)}
 
 
+def _kernels_option(p):
+    p.add_argument("--kernels", choices=["auto", "never"],
+                   help="on a GPU: our CUDA kernels (auto, the default) or CuPy's own (never)")
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="minivae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +123,7 @@ def _parser():
     p.add_argument("--lr-step", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu (default) or cuda")
+    _kernels_option(p)
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--dataset", choices=["mnist", "fashion"])
     p.add_argument("--data-dir", help="folder holding the four IDX files")
@@ -155,5 +163,6 @@ def _parser():
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
+    _kernels_option(p)
     p.set_defaults(run=cmd_bench)
     return parser

@@ -359,3 +359,15 @@ def test_an_unknown_mode_is_refused_and_changes_nothing(call):
     assert backend.kernels_for(np.zeros(1)) is False
     with backend.use_kernels("always"):
         assert not backend.tiled_matmul_for(np.zeros(1))
+
+
+def test_cli_kernels_option_sets_the_mode(monkeypatch, capsys):
+    """`--kernels never` on train or bench is the fallback to CuPy's own expressions on a GPU."""
+    from minivae import cli
+    monkeypatch.setitem(backend._settings, "kernels", "auto")      # restored after the test
+    assert cli.main(["bench", "--synthetic", "--steps", "1", "--batch-size", "2", "--kernels", "never"]) == 0
+    assert backend.kernel_mode() == "never"
+    assert '"images_per_s"' in capsys.readouterr().out.splitlines()[-1]
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--kernels", "sometimes"])
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
