@@ -43,12 +43,6 @@ LAYERS = [
 K = 3
 
 
-def same_pads(size, stride):
-    """Keras' "same" for a conv over `size` pixels: (before, after), the odd one after."""
-    total = max((-(-size // stride) - 1) * stride + K - size, 0)
-    return total // 2, total - total // 2
-
-
 def median_ms(steps, repeats):
     """Median time of each step in ms; the steps take turns, so a busy machine slows them alike."""
     for step in steps:
@@ -74,26 +68,18 @@ def ours(op, x, w, b, g, stride):
 
 
 def theirs(op, x, w, b, g, stride):
+    """PyTorch's step on the same layer: examples/torch_reference.py's "same"-padded conv layers."""
     import torch
-    import torch.nn.functional as TF
-    x, w, b = (torch.tensor(a, requires_grad=grad) for a, grad in ((x, x.shape[1] > 1), (w, True), (b, True)))
-    g = torch.tensor(g)
-    size = x.shape[2]
-
-    def forward():
-        if op == "conv":
-            before, after = same_pads(size, stride)
-            if before == after:
-                return TF.conv2d(x, w, b, stride=stride, padding=before)
-            return TF.conv2d(TF.pad(x, (before, after, before, after)), w, b, stride=stride)
-        before, after = same_pads(size * stride, stride)  # the conv this one is the adjoint of
-        y = TF.conv_transpose2d(x, w, b, stride=stride, padding=before)
-        return y[:, :, :size * stride, :size * stride] if after != before else y  # crop the odd row
+    from torch_reference import SameConv, SameConvT
+    c_in, c_out = (w.shape[1], w.shape[0]) if op == "conv" else (w.shape[0], w.shape[1])
+    layer = (SameConv if op == "conv" else SameConvT)(c_in, c_out, stride, x.shape[2])
+    layer.weight.data, layer.bias.data = torch.tensor(w), torch.tensor(b)
+    x, g = torch.tensor(x, requires_grad=x.shape[1] > 1), torch.tensor(g)
 
     def step():
-        forward().backward(g)
-        x.grad = w.grad = b.grad = None
-    return step, forward
+        layer(x).backward(g)
+        x.grad = layer.weight.grad = layer.bias.grad = None
+    return step, lambda: layer(x)
 
 
 def main():

@@ -22,15 +22,16 @@ def same_pads(size, stride):
 
 
 class SameConv(nn.Conv2d):
-    """Conv2d with Keras "same" padding on a square input of `size` pixels."""
+    """Conv2d with Keras "same" padding on a square input of `size` pixels: PyTorch's own padding
+    where it is symmetric, else an explicit pad first."""
 
     def __init__(self, c_in, c_out, stride, size):
-        super().__init__(c_in, c_out, K, stride)
-        self.pads = same_pads(size, stride)
+        before, after = self.pads = same_pads(size, stride)
+        super().__init__(c_in, c_out, K, stride, padding=before if before == after else 0)
 
     def forward(self, x):
         before, after = self.pads
-        return super().forward(TF.pad(x, (before, after, before, after)))
+        return super().forward(x if before == after else TF.pad(x, (before, after, before, after)))
 
 
 class SameConvT(nn.ConvTranspose2d):
@@ -43,7 +44,7 @@ class SameConvT(nn.ConvTranspose2d):
 
     def forward(self, x):
         y = super().forward(x)
-        return y[:, :, :self.out_size, :self.out_size]
+        return y[:, :, :self.out_size, :self.out_size]  # crops the odd row and column, if any
 
 
 class Dense(nn.Linear):

@@ -6,15 +6,9 @@ from helpers import Case, randn
 
 import minivae
 from minivae import functional as F
-from minivae import rng
 
 
-@pytest.fixture(autouse=True)
-def keep_global_rng_state():
-    """Tests here reseed minivae's generators; put them back as they were for other test files."""
-    state = rng.get_state()
-    yield
-    rng.set_state(state)
+pytestmark = pytest.mark.usefixtures("keep_global_rng_state")  # tests here reseed minivae's generators
 
 
 def running_stats(channels):

@@ -11,12 +11,7 @@ from minivae import rng
 EPS = randn(4, 3, seed=7)
 
 
-@pytest.fixture(autouse=True)
-def keep_global_rng_state():
-    """Tests here reseed minivae's generators; put them back as they were for other test files."""
-    state = rng.get_state()
-    yield
-    rng.set_state(state)
+pytestmark = pytest.mark.usefixtures("keep_global_rng_state")  # tests here reseed minivae's generators
 
 
 def reparameterize_seeded(mu, log_var):

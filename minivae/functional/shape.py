@@ -68,6 +68,15 @@ def getitem(x, index):
 
     def backward(g):
         dx = xp.zeros_like(x.data)
-        xp.add.at(dx, index, g)  # indices may repeat; not a hot path
+        if _has_index_array(index):
+            xp.add.at(dx, index, g)  # an index array may repeat an entry: each read adds its dL/dy
+        else:
+            dx[index] = g            # slices and ints read each entry at most once
         return (dx,)
     return Tensor.from_op(x.data[index], (x,), backward, "getitem")
+
+
+def _has_index_array(index):
+    """Does `index` hold an integer/boolean array (advanced indexing), not just slices and ints?"""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(not isinstance(part, (slice, int, type(None), type(Ellipsis))) for part in parts)
