@@ -14,35 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import fill, idx_bytes, make_files, trust
 from minivae import data, rng
 
 
-def idx_bytes(array):
-    """`array` as an IDX file: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 dims, the bytes."""
-    array = np.asarray(array, dtype=np.uint8)
-    return bytes([0, 0, 8, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes() + array.tobytes()
-
-
-def make_files(n_train=6, n_test=4, n_train_labels=None):
-    """Stand-ins for the four files, {name: content}: a few random 28 x 28 images and their labels."""
-    g = np.random.default_rng(0)
-    return {"train-images-idx3-ubyte": idx_bytes(g.integers(0, 256, (n_train, 28, 28))),
-            "train-labels-idx1-ubyte": idx_bytes(g.integers(0, 10, n_train_labels or n_train)),
-            "t10k-images-idx3-ubyte": idx_bytes(g.integers(0, 256, (n_test, 28, 28))),
-            "t10k-labels-idx1-ubyte": idx_bytes(g.integers(0, 10, n_test))}
-
-
-def trust(monkeypatch, files, dataset="mnist"):
-    """Make `files` the ones data.SHA256 expects for `dataset`."""
-    monkeypatch.setitem(data.SHA256, dataset, {name: hashlib.sha256(content).hexdigest()
-                                               for name, content in files.items()})
-
-
-def fill(folder, files):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return folder
 
 
 def fake_program(tmp_path, name, script):
