@@ -23,13 +23,18 @@ def step_bytes(model, loss_fn, batch_size, input_shape=(1, 28, 28)):
     """About how many bytes one training step (forward + backward) allocates at `batch_size`."""
     def peak(n):
         x = Tensor(np.full((n,) + tuple(input_shape), 0.5, np.float32))
-        tracemalloc.start()
+        was_tracing = tracemalloc.is_tracing()   # someone else's tracing is left running
+        if not was_tracing:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
         try:
             loss, _, _ = loss_fn(x, *model(x))
             loss.backward()
-            return tracemalloc.get_traced_memory()[1]
+            return tracemalloc.get_traced_memory()[1] - before
         finally:
-            tracemalloc.stop()
+            if not was_tracing:
+                tracemalloc.stop()
             model.zero_grad()
 
     small, large = peak(2), peak(4)
