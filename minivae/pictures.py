@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, plots
+from . import backend, data, plots
 from .tensor import Tensor, no_grad
 
 
@@ -16,8 +16,10 @@ def _in_batches(fn, x, device, batch_size=500):
     return np.concatenate(outs)
 
 
-def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cpu", seed=0):
-    """reconstructions.png, samples.png, latent_scatter.png, manifold.png (2-D latents), losses.png."""
+def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cpu", seed=0, dataset="mnist"):
+    """reconstructions.png, samples.png, latent_scatter.png, manifold.png (2-D latents), losses.png;
+    the legends name the `dataset`'s classes (digits, or Fashion-MNIST's items)."""
+    what = data.WHAT[dataset]
     out = Path(out_dir)
     model.eval()
     paths = []
@@ -28,11 +30,12 @@ def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cp
         z = np.random.default_rng(seed).standard_normal((100, model.z_dim)).astype(np.float32)
         paths.append(plots.save_samples(_in_batches(model.decode, z, device), out / "samples.png"))
         mu = _in_batches(lambda x: model.encode(x)[0], test_images, device)
-        paths.append(plots.save_latent_scatter(mu, test_labels, out / "latent_scatter.png"))
+        paths.append(plots.save_latent_scatter(mu, test_labels, out / "latent_scatter.png", what,
+                                               data.CLASS_NAMES[dataset]))
         if model.z_dim == 2:
             def decode(z_grid):
                 return _in_batches(model.decode, np.asarray(z_grid, np.float32), device)
-            paths.append(plots.save_manifold(decode, out / "manifold.png"))
+            paths.append(plots.save_manifold(decode, out / "manifold.png", what=what))
     model.train()
     if metrics:
         paths.append(plots.save_loss_curves(metrics, out / "losses.png"))

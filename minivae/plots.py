@@ -46,7 +46,11 @@ def tile_images(images, ncols, gap=0):
 
 
 def _save(figure, path):
+    """Write the figure; a path without a suffix gets ".png" (as matplotlib would), so the path
+    returned is the file written."""
     path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
@@ -86,8 +90,9 @@ def save_samples(images, path, ncols=10):
     return _save(figure, path)
 
 
-def save_latent_scatter(z, labels, path):
-    """The test set's latent codes, coloured by digit; the first two dimensions if there are more."""
+def save_latent_scatter(z, labels, path, what="digit", class_names=None):
+    """The test set's latent codes, coloured by class (`what` each image shows: "digit", "item"),
+    the colour bar labelled with `class_names` when given; the first two dimensions if there are more."""
     z, labels = backend.to_numpy(z), backend.to_numpy(labels).astype(int).ravel()
     if z.ndim != 2 or len(z) != len(labels):
         raise ValueError(f"save_latent_scatter: expected z (N, D) and N labels, got z {z.shape} "
@@ -98,12 +103,14 @@ def save_latent_scatter(z, labels, path):
     points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
                         alpha=0.7, linewidths=0)
     colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
-    colorbar.set_label("digit")
+    if class_names is not None:
+        colorbar.set_ticklabels(class_names)
+    colorbar.set_label(what)
     colorbar.solids.set_alpha(1)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     which = f"first 2 of {z.shape[1]} latent dimensions" if z.shape[1] > 2 else "2-D latent space"
-    ax.set_title(f"{len(z)} test images in the {which}, by digit")
+    ax.set_title(f"{len(z)} test images in the {which}, by {what}")
     return _save(figure, path)
 
 
@@ -124,7 +131,7 @@ def manifold_image(decode, n=15, digit_size=28, latent_dim=2):
     return tile_images(images, n), grid
 
 
-def save_manifold(decode, path, n=15, digit_size=28, latent_dim=2):
+def save_manifold(decode, path, n=15, digit_size=28, latent_dim=2, what="digit"):
     """Chollet's n×n latent-manifold picture (see `manifold_image`), axes labelled with z."""
     picture, grid = manifold_image(decode, n, digit_size, latent_dim)
     figure = Figure(figsize=(10, 10.4), layout="constrained")
@@ -137,13 +144,14 @@ def save_manifold(decode, path, n=15, digit_size=28, latent_dim=2):
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     held = "; z[2:] = 0" if latent_dim > 2 else ""
-    ax.set_title(f"decoded digits over the latent plane (Gaussian quantiles 5%–95%{held})")
+    ax.set_title(f"decoded {what}s over the latent plane (Gaussian quantiles 5%–95%{held})")
     return _save(figure, path)
 
 
 def save_loss_curves(metrics, path):
     """Train and test loss by epoch; a second panel with the test reconstruction and KL terms when
-    the metrics have them (the training ones dashed, when present too)."""
+    the metrics have them (the training ones dashed, when present too). Every value is drawn as a
+    marker, so that a run of one epoch shows its points."""
     if not metrics:
         raise ValueError("save_loss_curves: no metrics to plot")
 
@@ -163,7 +171,8 @@ def save_loss_curves(metrics, path):
         for ax, key, colour in ((recon_ax, "recon", "tab:blue"), (kl_ax, "kl", "tab:red")):
             ax.plot(epochs, column(f"test_{key}"), "o-", markersize=3, color=colour, label=f"test {key}")
             if any(f"train_{key}" in m for m in metrics):
-                ax.plot(epochs, column(f"train_{key}"), "--", color=colour, label=f"train {key}")
+                ax.plot(epochs, column(f"train_{key}"), "s--", markersize=3, color=colour,
+                        label=f"train {key}")
             ax.set_ylabel(f"{key} term", color=colour)
             ax.tick_params(axis="y", colors=colour)
         recon_ax.set_title("reconstruction and KL terms")
@@ -172,7 +181,10 @@ def save_loss_curves(metrics, path):
                      bbox_to_anchor=(1.15, 1))
     for ax in axes:
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # whole epochs only, even when that is a single tick (the default asks for two, and
+        # would fall back to 0.9, 1.0, 1.1 for a run of one epoch)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)   # one epoch: a point in the middle
         ax.grid(alpha=0.3)
     axes[0].legend()
     return _save(figure, path)

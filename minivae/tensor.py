@@ -183,6 +183,8 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no input needed a "
                                "gradient, or it was made under no_grad())")
+        if self._backward is _freed:
+            _freed(None)
         xp = backend.array_module(self.data)
         if grad is None:
             if self.data.size != 1:
@@ -218,7 +220,14 @@ class Tensor:
                 g_in = _sum_to_shape(g_in, inp.shape)
                 key = id(inp)
                 pending[key] = pending[key] + g_in if key in pending else g_in  # used twice: add
-            node._inputs, node._backward = (), None  # release the graph as we go
+            node._inputs, node._backward = (), _freed  # release the graph as we go
+
+
+def _freed(grad_out):
+    """The backward of a node whose graph an earlier backward() released (as PyTorch, refuse
+    rather than silently give no gradient)."""
+    raise RuntimeError("backward: the graph was freed by an earlier backward() through it; run the "
+                       "forward pass again to get a new graph (one backward per forward)")
 
 
 def _reverse_topological_order(root):

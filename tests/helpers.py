@@ -1,4 +1,6 @@
-"""What the test files share: a gradient-check case, and random inputs away from kinks."""
+"""What the test files share: a gradient-check case, random inputs away from kinks, and tiny
+stand-ins for the MNIST files."""
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,3 +32,33 @@ def away_from_zero(*shape, seed=0, margin=0.1):
     """Normal numbers with |x| >= margin, so ReLU-like kinks sit outside the finite-difference step."""
     x = randn(*shape, seed=seed)
     return np.where(np.abs(x) < margin, np.sign(x + 1e-12) * margin, x)
+
+
+def idx_bytes(array):
+    """`array` as an IDX file: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 dims, the bytes."""
+    array = np.asarray(array, dtype=np.uint8)
+    return bytes([0, 0, 8, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes() + array.tobytes()
+
+
+def make_files(n_train=6, n_test=4, n_train_labels=None):
+    """Stand-ins for the four files, {name: content}: a few random 28 x 28 images and their labels."""
+    g = np.random.default_rng(0)
+    return {"train-images-idx3-ubyte": idx_bytes(g.integers(0, 256, (n_train, 28, 28))),
+            "train-labels-idx1-ubyte": idx_bytes(g.integers(0, 10, n_train_labels or n_train)),
+            "t10k-images-idx3-ubyte": idx_bytes(g.integers(0, 256, (n_test, 28, 28))),
+            "t10k-labels-idx1-ubyte": idx_bytes(g.integers(0, 10, n_test))}
+
+
+def trust(monkeypatch, files, dataset="mnist"):
+    """Make `files` the ones minivae.data.SHA256 expects for `dataset`."""
+    from minivae import data
+    monkeypatch.setitem(data.SHA256, dataset, {name: hashlib.sha256(content).hexdigest()
+                                               for name, content in files.items()})
+
+
+def fill(folder, files):
+    """Write `files` ({name: content}) into `folder`, made if need be; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder

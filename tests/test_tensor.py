@@ -72,11 +72,20 @@ def test_detach_cuts_the_graph():
     np.testing.assert_allclose(x.grad, [1.0, 1.0])  # only the second factor carries gradient
 
 
-def test_graph_is_released_after_backward():
+def test_graph_is_released_after_backward_and_a_second_backward_says_so():
     x = Tensor(np.ones(2), requires_grad=True)
-    y = (x * 2).sum()
+    h = x * 2
+    y = h.sum()
     y.backward()
-    assert y._inputs == () and y._backward is None
+    assert y._inputs == () and h._inputs == ()
+    with pytest.raises(RuntimeError, match="graph was freed by an earlier backward"):
+        y.backward()                 # the same loss twice
+    with pytest.raises(RuntimeError, match="graph was freed by an earlier backward"):
+        (h * 3).sum().backward()     # a new op on top of a used graph
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])   # only the first backward counted
+    y = (x * 2).sum()                # a new forward pass: a new graph
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [4.0, 4.0])
 
 
 def test_backward_on_a_non_scalar_needs_an_upstream_gradient():
@@ -97,6 +106,46 @@ def test_integer_tensors_cannot_require_grad_and_ops_refuse_them():
         Tensor(np.array([1, 2]), requires_grad=True)
     with pytest.raises(TypeError, match="exp: x must be a floating-point tensor, got dtype int64"):
         F.exp(Tensor(np.array([1, 2])))
+
+
+def f32(*shape):
+    return Tensor(np.ones(shape, np.float32))
+
+
+def f64(*shape):
+    return Tensor(np.ones(shape, np.float64))
+
+
+MIXED_DTYPES = {   # op: a call with one float32 and one float64 input
+    "add": lambda: f32(2) + f64(2),
+    "mul": lambda: f64(2) * f32(2),
+    "div": lambda: F.div(f32(2), np.ones(2)),     # a NumPy array becomes a float64 tensor
+    "matmul": lambda: f32(2, 3) @ f64(3, 2),
+    "linear": lambda: F.linear(f64(4, 3), f32(3, 2), f32(2)),
+    "conv2d": lambda: F.conv2d(f64(1, 1, 5, 5), f32(2, 1, 3, 3)),
+    "conv_transpose2d": lambda: F.conv_transpose2d(f32(1, 2, 3, 3), f32(2, 1, 3, 3), f64(1)),
+    "batch_norm": lambda: F.batch_norm(f64(2, 3, 4, 4), f32(3), f32(3), np.zeros(3), np.ones(3), True),
+    "reparameterize": lambda: F.reparameterize(f32(2, 2), f32(2, 2), eps=f64(2, 2)),
+    "gaussian_kl": lambda: F.gaussian_kl(f32(2, 2), f64(2, 2)),
+}
+
+
+@pytest.mark.parametrize("op", MIXED_DTYPES)
+def test_ops_refuse_mixed_float_dtypes_naming_the_op_and_both(op):
+    """NumPy would promote float32 to float64 without a word (and a float32 model would then run
+    in float64 at half the speed); the ops refuse instead, as PyTorch does."""
+    with pytest.raises(TypeError, match=rf"^{op}: mixed floating-point dtypes float(32|64) and float(32|64)"):
+        MIXED_DTYPES[op]()
+
+
+def test_a_float64_batch_into_a_float32_layer_is_refused_but_numbers_take_the_tensors_dtype():
+    from minivae import nn
+    layer = nn.Dense(3, 2)                        # float32 weights
+    with pytest.raises(TypeError, match="linear: mixed floating-point dtypes float64 and float32"):
+        layer(Tensor(np.ones((4, 3))))            # np.ones is float64
+    assert layer(f32(4, 3)).dtype == np.float32
+    assert (f32(2) * 2.5 + 1).dtype == np.float32 and (f64(2) * 2.5).dtype == np.float64
+    assert F.mse_loss(f32(2), np.ones(2)).dtype == np.float32   # a loss's target takes pred's dtype
 
 
 def test_shape_mismatch_names_the_op():

@@ -24,7 +24,7 @@ def _prediction_and_target(op, pred, target, reduction):
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
     pred, target = tensors(pred, target)
-    xp_of(op, pred, target)
+    xp_of(op, pred, target, same_dtype=False)   # the target takes pred's dtype below
     check_float(op, pred=pred)
     if pred.shape != target.shape:
         raise ValueError(f"{op}: prediction has shape {tuple(pred.shape)} but target has shape "
