@@ -10,7 +10,9 @@
 # 3. the speed table for foster and chollet at batch 32, 128 and 1024: our kernels and PyTorch eager
 #    (examples/bench_models.py --device cuda, which skips PyTorch when it is not installed), and
 #    CuPy's own expressions (minivae bench --kernels never);
-# 4. one epoch of each preset on the GPU (test loss; foster reached 52.73 on an H100).
+# 4. each kernel of one step timed alone (examples/bench_kernels.py: GPU ms, host µs per launch,
+#    achieved GB/s against the card's);
+# 5. one epoch of each preset on the GPU (test loss; foster reached 52.73 on an H100).
 # Everything goes to the log. MNIST must be there already: the run reads it from $MINIVAE_DATA or
 # ~/.cache/minivae (python -m minivae data fetches it where there is a network).
 #
@@ -50,6 +52,12 @@ for model in foster chollet; do
         run python -m minivae bench --device cuda --kernels never --model "$model" \
             --batch-size "$batch" --steps "$STEPS"
     done
+done
+
+step "each kernel of one step alone: GPU ms, host µs per launch, achieved GB/s"
+for setting in "foster 1024" "foster 32" "chollet 1024"; do
+    set -- $setting
+    run python examples/bench_kernels.py --model "$1" --batch-size "$2"
 done
 
 step "one epoch of each preset on the GPU"

@@ -361,13 +361,16 @@ def advance(counter):
 # ---- reduction -----------------------------------------------------------------------------
 
 ELEMENTS_PER_THREAD = 8  # bias_grad's first pass gives each thread at least about this many values
+ONE_PASS_PER_THREAD = 64  # ... unless each thread of one block per channel would add at most this many:
+                          # then one launch does it all (a launch's host time outweighs such a sum)
 
 
 def bias_grad(g, threads=None):
     """db[c] = Σ g[n, c, ...] for g (N, C) or (N, C, H, W), in any memory layout.
 
     Two passes (kernels/reduce.py): many blocks per channel each write a partial sum, then the
-    same kernel adds each channel's partial sums. A g whose channel axis is its slowest in memory
+    same kernel adds each channel's partial sums; one pass, one block per channel, when the sums
+    are short (ONE_PASS_PER_THREAD). A g whose channel axis is its slowest in memory
     (the CHWN views that convolutions return, dY as conv2d passes it) is read as
     (1, C, everything else) in place, and summed by `channel_sums`; a C-ordered (N, C) (a dense
     layer's) by `column_sums`, one thread per column; any other is made C-contiguous, (N, C, H·W).
@@ -397,7 +400,8 @@ def _channel_sums(xp, g, threads):
     """Σ over axes 0 and 2 of g (B, C, S): pass 1 into (C, chunks) partial sums, pass 2 into (C, 1)."""
     _, channels, _ = g.shape
     values = g.shape[0] * g.shape[2]
-    chunks = max(1, min(-(-values // (threads * ELEMENTS_PER_THREAD)), MAX_BLOCKS // channels))
+    chunks = 1 if values <= threads * ONE_PASS_PER_THREAD else \
+        max(1, min(-(-values // (threads * ELEMENTS_PER_THREAD)), MAX_BLOCKS // channels))
     partial = xp.empty((channels, chunks), dtype=g.dtype)
     _launch("reduce", "channel_sums", (chunks, min(channels, MAX_BLOCKS)), threads, g, partial)
     if chunks > 1:
@@ -411,7 +415,8 @@ def _column_sums(xp, g, threads):
     """Σ over the rows of g (R, C), C-contiguous: pass 1 into (chunks, C) partial sums, pass 2 into (1, C)."""
     rows, columns = g.shape
     column_blocks = _blocks_for(columns, threads)
-    chunks = max(1, min(-(-rows // ELEMENTS_PER_THREAD), MAX_BLOCKS // column_blocks))
+    chunks = 1 if rows <= ONE_PASS_PER_THREAD else \
+        max(1, min(-(-rows // ELEMENTS_PER_THREAD), MAX_BLOCKS // column_blocks))
     partial = xp.empty((chunks, columns), dtype=g.dtype)
     _launch("reduce", "column_sums", (column_blocks, chunks), threads, g, partial)
     if chunks > 1:

@@ -191,15 +191,21 @@ def launched(monkeypatch):
 
 
 @pytest.mark.parametrize("shape, layout, reduction", [c[1:] for c in BIAS_LAYOUTS], ids=[c[0] for c in BIAS_LAYOUTS])
-@pytest.mark.parametrize("threads", [4, 32], ids=["4threads-two-passes", "32threads-one-pass"])
-def test_bias_grad_sums_all_but_the_channel_axis(shape, layout, reduction, threads, xp, dtype, launched):
-    """channel_sums: with 4 threads a block, each channel's 35-185 values are split among several
-    blocks and a second pass adds their partial sums; with 32 (ELEMENTS_PER_THREAD = 8) one block
-    does. column_sums splits the 37 rows into chunks of 8 whatever the block size: two passes."""
+@pytest.mark.parametrize("passes", [1, 2])
+def test_bias_grad_sums_all_but_the_channel_axis(shape, layout, reduction, passes, xp, dtype, launched,
+                                                 monkeypatch):
+    """Each channel's 35-185 values: with ONE_PASS_PER_THREAD = 4, more than 4 per thread of a block
+    of 8, so they are split among blocks (ELEMENTS_PER_THREAD = 2 each, at most MAX_BLOCKS = 16 in
+    all), and a second pass adds the partial sums; with the default 64, one block per channel
+    adds them all in one pass."""
+    if passes == 2:
+        monkeypatch.setattr(kernels, "ONE_PASS_PER_THREAD", 4)
+        monkeypatch.setattr(kernels, "ELEMENTS_PER_THREAD", 2)
+        monkeypatch.setattr(kernels, "MAX_BLOCKS", 16)
     g = layout(rng(10).standard_normal(shape).astype(dtype))
     expected = g.astype(np.float64).sum(axis=(0,) + tuple(range(2, len(shape))))
-    assert_close(kernels.bias_grad(xp.asarray(g), threads=threads), expected, dtype)
-    assert launched == [reduction] * (2 if threads == 4 or reduction == "column_sums" else 1)
+    assert_close(kernels.bias_grad(xp.asarray(g), threads=8), expected, dtype)
+    assert launched == [reduction] * passes
 
 
 def test_bias_grad_default_block_of_256_threads(xp):
