@@ -63,19 +63,24 @@ def _kernels(module):
 _compiled = {}    # (module, name, argument types) -> the kernel compiled for just those types
 
 
-def _numba_type(value):
-    """The Numba type, as signature text, of a launch argument: an array's dtype, dimensions and
-    layout ("float32[:, ::1]" when C-contiguous, "float32[:, :]" otherwise), or a Python number's."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    axes = [":"] * value.ndim
-    if value.flags.c_contiguous and value.ndim:
+def _kind(value):
+    """What a launch argument's compiled code depends on, cheaply: a Python number's type, or an
+    array's (dtype, dimensions, C-contiguous?)."""
+    if isinstance(value, (bool, int, float)):
+        return type(value)
+    return value.dtype, value.ndim, value.flags.c_contiguous
+
+
+def _numba_type(kind):
+    """A `_kind` as Numba signature text: "float64", or "float32[:, ::1]" (C-contiguous) /
+    "float32[:, :]" (any layout) for an array."""
+    if isinstance(kind, type):
+        return {bool: "boolean", int: "int64", float: "float64"}[kind]
+    dtype, ndim, c_contiguous = kind
+    axes = [":"] * ndim
+    if c_contiguous and ndim:
         axes[-1] = "::1"
-    return f"{np.dtype(value.dtype).name}[{', '.join(axes)}]"
+    return f"{np.dtype(dtype).name}[{', '.join(axes)}]"
 
 
 def _jit(signature):
@@ -120,10 +125,11 @@ def _version(distribution):
 def _launch(module, name, blocks, threads, *args):
     """kernels/<module>.py's `name`[blocks, threads](*args), through the version compiled for
     exactly these argument types (compiled on the first launch that has them)."""
-    key = (module, name, tuple(_numba_type(a) for a in args))
+    key = (module, name, tuple(map(_kind, args)))
     kernel = _compiled.get(key)
     if kernel is None:
-        kernel = _compiled[key] = _compile(module, name, f"void({', '.join(key[2])})")
+        signature = f"void({', '.join(map(_numba_type, key[2]))})"
+        kernel = _compiled[key] = _compile(module, name, signature)
     kernel[blocks, threads](*args)
 
 
