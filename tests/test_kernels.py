@@ -383,7 +383,7 @@ def test_philox_gives_the_known_answers(counter, key, answer):
     """As plain Python (what the simulator runs) and compiled by Numba for the CPU: Numba types the
     arithmetic as it does on the GPU, so a constant that turned a uint64 into a float would show."""
     import numba
-    from kernels import philox
+    from minivae.kernels import philox
     words = [np.uint64(w) for w in counter + key]
     assert tuple(int(w) for w in philox.philox4x32(*words)) == answer
     assert tuple(int(w) for w in numba.njit(philox.philox4x32)(*words)) == answer
