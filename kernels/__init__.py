@@ -57,10 +57,13 @@ def _kernels(module):
 # time of one compiled for a single explicit signature (123 µs against 65 µs on an H100, see
 # ../shared/GPU-NOTES.md). So each kernel is compiled here, on first use, for exactly the types of
 # the arguments it is given (`cuda.jit("void(float32[::1], ...)")`), and launched through that
-# single-signature version. (The configured `kernel[blocks, threads]` is not kept: in Numba's
-# simulator it is the kernel itself, reconfigured by the next `[...]`.)
+# single-signature version. The configured launcher `kernel[blocks, threads]` is kept too: making
+# one converts the stream and, for a grid under 128 blocks, issues Numba's low-occupancy warning,
+# at every launch otherwise. (Numba's simulator returns the kernel itself, reconfigured by each
+# `[...]`: there nothing is kept.)
 
-_compiled = {}    # (module, name, argument types) -> the kernel compiled for just those types
+_compiled = {}    # (module, name, argument kinds) -> the kernel compiled for just those types
+_configured = {}  # (that key, blocks, threads) -> kernel[blocks, threads]
 
 
 def _kind(value):
@@ -126,11 +129,16 @@ def _launch(module, name, blocks, threads, *args):
     """kernels/<module>.py's `name`[blocks, threads](*args), through the version compiled for
     exactly these argument types (compiled on the first launch that has them)."""
     key = (module, name, tuple(map(_kind, args)))
-    kernel = _compiled.get(key)
-    if kernel is None:
-        signature = f"void({', '.join(map(_numba_type, key[2]))})"
-        kernel = _compiled[key] = _compile(module, name, signature)
-    kernel[blocks, threads](*args)
+    launcher = _configured.get((key, blocks, threads))
+    if launcher is None:
+        kernel = _compiled.get(key)
+        if kernel is None:
+            signature = f"void({', '.join(map(_numba_type, key[2]))})"
+            kernel = _compiled[key] = _compile(module, name, signature)
+        launcher = kernel[blocks, threads]
+        if launcher is not kernel:
+            _configured[(key, blocks, threads)] = launcher
+    launcher(*args)
 
 
 def _blocks_for(n, threads=None):

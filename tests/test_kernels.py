@@ -458,6 +458,7 @@ def test_each_kernel_is_compiled_once_per_argument_types(xp, monkeypatch):
     compiled = []
     jit = kernels._jit
     monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
     monkeypatch.setattr(kernels, "_jit", lambda signature: compiled.append(signature) or jit(signature))
     for dtype in (np.float32, np.float32, np.float64):
         kernels.relu_forward(xp.zeros(5, dtype))
@@ -467,12 +468,32 @@ def test_each_kernel_is_compiled_once_per_argument_types(xp, monkeypatch):
                             "int64, int64, int64, int64, int64, int64, int64, int64)")
 
 
+def test_a_configured_launch_is_kept_per_grid(monkeypatch):
+    """As numba-cuda does, `kernel[blocks, threads]` here makes a new launcher; it is made once per
+    kernel, argument types and grid. (The simulator reconfigures the kernel itself instead, so
+    there nothing is kept: the launches above are that case.)"""
+    configured, launched = [], []
+
+    class Kernel:
+        def __getitem__(self, config):
+            configured.append(config)
+            return lambda *args: launched.append(config)
+    monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
+    monkeypatch.setattr(kernels, "_jit", lambda signature: lambda py_func: Kernel())
+    for size in (300, 300, 100, 300):
+        kernels.relu_forward(np.zeros(size))
+    assert configured == [(2, 256), (1, 256)]
+    assert launched == [(2, 256), (2, 256), (1, 256), (2, 256)]
+
+
 def test_a_numpy_that_numba_cuda_cannot_compile_with_is_named_in_one_line(xp, monkeypatch):
     """numba-cuda 0.30.4 with numpy 2.5 fails inside the compiler on np.row_stack (an H100 run met
     it); here the compiler stands in, raising what it raised there."""
     def numba_cuda_on_numpy_2_5(signature):
         raise AttributeError("module 'numpy' has no attribute 'row_stack'")
     monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
     monkeypatch.setattr(kernels, "_jit", numba_cuda_on_numpy_2_5)
     monkeypatch.setattr(kernels.np, "__version__", "2.5.2")
     with pytest.raises(RuntimeError) as error:
@@ -487,6 +508,7 @@ def test_another_attribute_error_while_compiling_is_not_disguised(xp, monkeypatc
     def broken(signature):
         raise AttributeError("module 'numba' has no attribute 'something_else'")
     monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
     monkeypatch.setattr(kernels, "_jit", broken)
     with pytest.raises(AttributeError, match="something_else"):
         kernels.relu_forward(xp.zeros(3))
