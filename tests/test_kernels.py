@@ -378,15 +378,21 @@ PHILOX_KNOWN_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("counter, key, answer", PHILOX_KNOWN_ANSWERS, ids=["zeros", "ones", "pi"])
-def test_philox_gives_the_known_answers(counter, key, answer):
-    """As plain Python (what the simulator runs) and compiled by Numba for the CPU: Numba types the
-    arithmetic as it does on the GPU, so a constant that turned a uint64 into a float would show."""
+@pytest.fixture(scope="module")
+def philox_functions():
+    """philox4x32 as plain Python (what the simulator runs) and compiled by Numba for the CPU, which
+    types the arithmetic as it does for the GPU: a constant that turned a uint64 into a float
+    would show there."""
     import numba
     from minivae.kernels import philox
+    return philox.philox4x32, numba.njit(philox.philox4x32)
+
+
+@pytest.mark.parametrize("counter, key, answer", PHILOX_KNOWN_ANSWERS, ids=["zeros", "ones", "pi"])
+def test_philox_gives_the_known_answers(counter, key, answer, philox_functions):
     words = [np.uint64(w) for w in counter + key]
-    assert tuple(int(w) for w in philox.philox4x32(*words)) == answer
-    assert tuple(int(w) for w in numba.njit(philox.philox4x32)(*words)) == answer
+    for philox4x32 in philox_functions:
+        assert tuple(int(w) for w in philox4x32(*words)) == answer
 
 
 def philox_normal_reference(n, draw, key):
