@@ -5,10 +5,12 @@ The kernels, each a short function with one job that says what each thread compu
     activations.py  relu_forward/_backward, leaky_relu_forward/_backward, sigmoid_forward/_backward
     sampling.py     reparameterize_forward, reparameterize_backward
     losses.py       bce_with_grad, mse_with_grad, gaussian_kl_with_grad: loss and gradient in one pass
-    reduce.py       bias_grad: db[c] = Σ g[n, c, ...], the shared-memory tree reduction
-    optim.py        adam_update, rmsprop_update: fused, in place
+    reduce.py       channel_sums, column_sums: db[c] = Σ g[n, c, ...] in two coalesced passes
+    optim.py        adam_update, rmsprop_update: fused, in place; and their versions that read
+                    the step count and the rate from the GPU (for a captured CUDA graph)
     patches.py      im2col, col2im: the batch-innermost (CHWN) columns of functional/im2col.py
     matmul.py       gemm: the tiled shared-memory matrix product
+    philox.py       normal: N(0, 1) noise from Philox4x32-10 with its counter on the GPU; advance
 
 The functions below, named like the kernels they launch, take and return arrays. The ops in
 minivae.functional and minivae.optim call them where `backend.kernels_for` says so (on CuPy arrays,
@@ -19,11 +21,13 @@ one against NumPy, and tests/test_kernel_dispatch.py the ops that call them, wit
 Each launcher converts its inputs to the first input's dtype (float32 or float64), hands the
 kernel arrays laid out as it needs (see `_elementwise` on memory layout), allocates its outputs with
 the inputs' array module, and launches; empty inputs launch nothing.
-Kernels run on Numba's default stream, which is CuPy's default (null) stream too.
+Kernels run on Numba's default stream, which is CuPy's default (null) stream too. Each kernel is
+compiled on first use for the exact types of its arguments (see `_launch`).
 
 Numba is imported when a kernel first runs, not here, so `import minivae.kernels` never needs it.
 """
 import importlib
+import zlib
 
 import numpy as np
 
@@ -40,16 +44,113 @@ def _kernels(module):
     except ImportError as exc:
         raise ImportError(
             f"{__name__}.{module} could not be imported ({exc}). The CUDA kernels need numba and "
-            "numba-cuda: pip install 'minivae[gpu]' on a machine with an NVIDIA GPU, or "
-            "'minivae[sim]' and set NUMBA_ENABLE_CUDASIM=1 to run them on the CPU in Numba's "
-            "CUDA simulator. To run without them: minivae.backend.use_kernels('never').") from exc
+            "numba-cuda: pip install 'minivae[gpu]' (CUDA 12) or 'minivae[gpu-cuda13]' (CUDA 13) on "
+            "a machine with an NVIDIA GPU, or 'minivae[sim]' and set NUMBA_ENABLE_CUDASIM=1 to run "
+            "them on the CPU in Numba's CUDA simulator. To run without them: "
+            "minivae.backend.use_kernels('never').") from exc
 
 
-def _launch_1d(kernel, n, *args):
-    """kernel[blocks, THREADS_PER_BLOCK](*args): one thread per element of n, up to MAX_BLOCKS blocks."""
+# ---- launching: each kernel compiled once per argument types --------------------------------
+#
+# A kernel decorated with a bare `@cuda.jit` works out its argument types at every launch and looks
+# its compiled version up by them, which costs a Numba launch with CuPy arrays about twice the host
+# time of one compiled for a single explicit signature (123 µs against 65 µs on an H100, see
+# ../shared/GPU-NOTES.md). So each kernel is compiled here, on first use, for exactly the types of
+# the arguments it is given (`cuda.jit("void(float32[::1], ...)")`), and launched through that
+# single-signature version. The configured launcher `kernel[blocks, threads]` is kept too: making
+# one converts the stream and, for a grid under 128 blocks, issues Numba's low-occupancy warning,
+# at every launch otherwise. (Numba's simulator returns the kernel itself, reconfigured by each
+# `[...]`: there nothing is kept.)
+
+_compiled = {}    # (module, name, argument kinds) -> the kernel compiled for just those types
+_configured = {}  # (that key, blocks, threads) -> kernel[blocks, threads]
+
+
+def _kind(value):
+    """What a launch argument's compiled code depends on, cheaply: a Python number's type, or an
+    array's (dtype, dimensions, C-contiguous?)."""
+    if isinstance(value, (bool, int, float)):
+        return type(value)
+    return value.dtype, value.ndim, value.flags.c_contiguous
+
+
+def _numba_type(kind):
+    """A `_kind` as Numba signature text: "float64", or "float32[:, ::1]" (C-contiguous) /
+    "float32[:, :]" (any layout) for an array."""
+    if isinstance(kind, type):
+        return {bool: "boolean", int: "int64", float: "float64"}[kind]
+    dtype, ndim, c_contiguous = kind
+    axes = [":"] * ndim
+    if c_contiguous and ndim:
+        axes[-1] = "::1"
+    return f"{np.dtype(dtype).name}[{', '.join(axes)}]"
+
+
+def _jit(signature):
+    """numba.cuda.jit(signature): its own function so that a test can stand in for the compiler."""
+    from numba import cuda
+    return cuda.jit(signature)
+
+
+def _compile(module, name, signature):
+    """kernels/<module>.py's kernel `name` compiled for `signature` ("void(float32[::1], ...)").
+
+    numba-cuda up to at least 0.30.4 registers an overload of np.row_stack while it compiles, and
+    NumPy 2.5 removed np.row_stack: that pairing fails here, so it is turned into one line that
+    says what to install.
+    """
+    kernel = getattr(_kernels(module), name)
+    try:
+        return _jit(signature)(kernel.py_func)
+    except AttributeError as exc:
+        if "row_stack" not in str(exc):
+            raise
+        raise RuntimeError(_NUMPY_PAIRING_ERROR.format(numba_cuda=_version("numba-cuda"),
+                                                       numpy=np.__version__)) from exc
+
+
+_NUMPY_PAIRING_ERROR = (
+    "minivae.kernels: numba-cuda {numba_cuda} cannot compile kernels with numpy {numpy} (it still "
+    "refers to np.row_stack, which numpy 2.5 removed): pip install 'numpy<2.5', as the extras "
+    "'minivae[gpu]' and 'minivae[gpu-cuda13]' do, or run without our kernels "
+    "(--kernels never, backend.use_kernels('never')).")
+
+
+def _version(distribution):
+    """The installed version of a distribution, or "(not installed)"."""
+    from importlib import metadata
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _launch(module, name, blocks, threads, *args):
+    """kernels/<module>.py's `name`[blocks, threads](*args), through the version compiled for
+    exactly these argument types (compiled on the first launch that has them)."""
+    key = (module, name, tuple(map(_kind, args)))
+    launcher = _configured.get((key, blocks, threads))
+    if launcher is None:
+        kernel = _compiled.get(key)
+        if kernel is None:
+            signature = f"void({', '.join(map(_numba_type, key[2]))})"
+            kernel = _compiled[key] = _compile(module, name, signature)
+        launcher = kernel[blocks, threads]
+        if launcher is not kernel:
+            _configured[(key, blocks, threads)] = launcher
+    launcher(*args)
+
+
+def _blocks_for(n, threads=None):
+    """Blocks of `threads` (THREADS_PER_BLOCK) to give one thread to each of n items, at most MAX_BLOCKS."""
+    threads = threads or THREADS_PER_BLOCK
+    return max(1, min(MAX_BLOCKS, (n + threads - 1) // threads))
+
+
+def _launch_1d(module, name, n, *args):
+    """One thread per element of n (a grid-stride loop covers the rest past MAX_BLOCKS blocks)."""
     if n > 0:
-        blocks = min(MAX_BLOCKS, (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK)
-        kernel[blocks, THREADS_PER_BLOCK](*args)
+        _launch(module, name, _blocks_for(n), THREADS_PER_BLOCK, *args)
 
 
 def _checked(op, *arrays, same_shape=True):
@@ -105,8 +206,7 @@ def _elementwise(op, module, inputs, numbers=(), outputs=1):
         memory = xp.empty(inputs[0].transpose(order).shape, dtype=inputs[0].dtype)  # C order
         outs.append(memory.transpose(back))     # the inputs' axes, over memory laid out in `order`
         flat_outs.append(memory.reshape(-1))
-    _launch_1d(getattr(_kernels(module), op), inputs[0].size,
-               *flat_inputs, *(float(v) for v in numbers), *flat_outs)
+    _launch_1d(module, op, inputs[0].size, *flat_inputs, *(float(v) for v in numbers), *flat_outs)
     return outs[0] if outputs == 1 else tuple(outs)
 
 
@@ -202,46 +302,142 @@ def _in_place(op, g, *arrays):
 def adam_update(p, g, m, v, lr_t, beta1, beta2, eps):
     """One Adam step in place on p, m, v; lr_t = lr·√(1 − β2^t) / (1 − β1^t) (see kernels/optim.py)."""
     n, g, (p, m, v) = _in_place("adam_update", g, p, m, v)
-    _launch_1d(_kernels("optim").adam_update, n, p, g, m, v,
-               float(lr_t), float(beta1), float(beta2), float(eps))
+    _launch_1d("optim", "adam_update", n, p, g, m, v, float(lr_t), float(beta1), float(beta2), float(eps))
 
 
 def rmsprop_update(p, g, s, lr, rho, eps, eps_inside_root=False):
     """One RMSprop step in place on p and s; eps added to √s, or inside the root (see kernels/optim.py)."""
     n, g, (p, s) = _in_place("rmsprop_update", g, p, s)
-    _launch_1d(_kernels("optim").rmsprop_update, n, p, g, s, float(lr), float(rho), float(eps),
+    _launch_1d("optim", "rmsprop_update", n, p, g, s, float(lr), float(rho), float(eps), bool(eps_inside_root))
+
+
+def _device_scalar(op, name, a, dtype):
+    """a, checked to be a one-element array of `dtype` (a counter or a rate that lives on the device)."""
+    if a.shape != (1,) or a.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be a ({1},) {np.dtype(dtype).name} array, got "
+                         f"{a.dtype} {tuple(a.shape)}")
+    return a
+
+
+def adam_update_device_step(p, g, m, v, step, lr, beta1, beta2, eps):
+    """One Adam step in place on p, m, v, with t = step[0] and the rate lr[0] read on the GPU.
+
+    step: a (1,) uint64 array, advanced once per optimizer step by `advance(step)` before the
+    updates (so it reads 1 at the first step); lr: a (1,) float64 array. Nothing here depends on a
+    number the host passes per step, so a captured CUDA graph can replay it (kernels/optim.py).
+    """
+    n, g, (p, m, v) = _in_place("adam_update_device_step", g, p, m, v)
+    step = _device_scalar("adam_update_device_step", "step", step, np.uint64)
+    lr = _device_scalar("adam_update_device_step", "lr", lr, np.float64)
+    _launch_1d("optim", "adam_update_device_step", n, p, g, m, v, step, lr,
+               float(beta1), float(beta2), float(eps))
+
+
+def rmsprop_update_device_lr(p, g, s, lr, rho, eps, eps_inside_root=False):
+    """One RMSprop step in place on p and s, with the rate lr[0] read on the GPU (a (1,) float64 array)."""
+    n, g, (p, s) = _in_place("rmsprop_update_device_lr", g, p, s)
+    lr = _device_scalar("rmsprop_update_device_lr", "lr", lr, np.float64)
+    _launch_1d("optim", "rmsprop_update_device_lr", n, p, g, s, lr, float(rho), float(eps),
                bool(eps_inside_root))
+
+
+# ---- counter-based noise -------------------------------------------------------------------
+
+def philox_key(seed, purpose="sample"):
+    """The Philox key (two 32-bit words) for `seed` and a purpose, as rng.generator names them:
+    the seed's low 32 bits, and a stable number for the purpose xor its high bits."""
+    seed = int(seed)
+    return seed & 0xFFFFFFFF, (zlib.crc32(purpose.encode()) ^ (seed >> 32)) & 0xFFFFFFFF
+
+
+def philox_normal(out, counter, key):
+    """Fill `out` (a C-contiguous float32/float64 array) in place with N(0, 1) noise: draw number
+    counter[0] of the Philox4x32-10 stream of `key` (see kernels/philox.py). counter: a (1,) uint64
+    array, read only: call `advance(counter)` for the next draw. The same key and counter give the
+    same numbers, on the GPU and in the simulator alike."""
+    xp, (out,) = _checked("philox_normal", out)
+    if not out.flags.c_contiguous:
+        raise ValueError("philox_normal: out must be C-contiguous (it is filled in place)")
+    counter = _device_scalar("philox_normal", "counter", counter, np.uint64)
+    key0, key1 = (int(k) for k in key)
+    if not (0 <= key0 < 2 ** 32 and 0 <= key1 < 2 ** 32):
+        raise ValueError(f"philox_normal: the key must be two 32-bit words, got {tuple(key)}")
+    flat = out.reshape(-1)
+    _launch_1d("philox", "normal", (flat.size + 3) // 4, counter, key0, key1, flat)
+
+
+def advance(counter):
+    """counter[0] += 1 on the GPU, for a (1,) uint64 array: the next Philox draw, or Adam's next step."""
+    counter = _device_scalar("advance", "counter", counter, np.uint64)
+    _launch("philox", "advance", 1, 1, counter)
 
 
 # ---- reduction -----------------------------------------------------------------------------
 
-def bias_grad(g, threads=None):
-    """db[c] = Σ g[n, c, ...] for g (N, C) or (N, C, H, W), in any memory layout: one block of
-    `threads` per channel.
+ELEMENTS_PER_THREAD = 8  # bias_grad's first pass gives each thread at least about this many values
+ONE_PASS_PER_THREAD = 64  # ... unless each thread of one block per channel would add at most this many:
+                          # then one launch does it all (a launch's host time outweighs such a sum)
 
-    The kernel sums g (B, C, S) over B and S. A g whose channel axis is its slowest in memory (the
-    CHWN views that convolutions return) is read as (1, C, everything else) in place; any other is
-    made C-contiguous, (N, C, H·W).
+
+def bias_grad(g, threads=None):
+    """db[c] = Σ g[n, c, ...] for g (N, C) or (N, C, H, W), in any memory layout.
+
+    Two passes (kernels/reduce.py): many blocks per channel each write a partial sum, then the
+    same kernel adds each channel's partial sums; one pass, one block per channel, when the sums
+    are short (ONE_PASS_PER_THREAD). A g whose channel axis is its slowest in memory
+    (the CHWN views that convolutions return, dY as conv2d passes it) is read as
+    (1, C, everything else) in place, and summed by `channel_sums`; a C-ordered (N, C) (a dense
+    layer's) by `column_sums`, one thread per column; any other is made C-contiguous, (N, C, H·W).
     threads: a power of two up to reduce.THREADS (256); by default THREADS_PER_BLOCK.
     """
     xp, (g,) = _checked("bias_grad", g)
     if g.ndim < 2:
         raise ValueError(f"bias_grad: g must be (N, C, ...), got shape {tuple(g.shape)}")
-    reduce = _kernels("reduce")
     threads = threads or THREADS_PER_BLOCK
-    if threads > reduce.THREADS or threads & (threads - 1):
-        raise ValueError(f"bias_grad: threads must be a power of two up to {reduce.THREADS}, got {threads}")
+    if threads > _kernels("reduce").THREADS or threads & (threads - 1):
+        raise ValueError(f"bias_grad: threads must be a power of two up to "
+                         f"{_kernels('reduce').THREADS}, got {threads}")
     batch, channels = g.shape[:2]
     size = int(np.prod(g.shape[2:]))
+    if batch * size == 0 or channels == 0:
+        return xp.zeros(channels, dtype=g.dtype)
     order = _memory_order(g)
     if order is not None and order[0] == 1:                   # channel-major: each channel one run
-        g = g.transpose(order).reshape(1, channels, batch * size)
-    else:
-        g = xp.ascontiguousarray(g).reshape(batch, channels, size)
-    db = xp.empty(channels, dtype=g.dtype)
-    if channels > 0:
-        reduce.bias_grad[channels, threads](g, db)
-    return db
+        return _channel_sums(xp, g.transpose(order).reshape(1, channels, batch * size), threads)
+    g = xp.ascontiguousarray(g)
+    if size == 1:
+        return _column_sums(xp, g.reshape(batch, channels), threads)
+    return _channel_sums(xp, g.reshape(batch, channels, size), threads)
+
+
+def _channel_sums(xp, g, threads):
+    """Σ over axes 0 and 2 of g (B, C, S): pass 1 into (C, chunks) partial sums, pass 2 into (C, 1)."""
+    _, channels, _ = g.shape
+    values = g.shape[0] * g.shape[2]
+    chunks = 1 if values <= threads * ONE_PASS_PER_THREAD else \
+        max(1, min(-(-values // (threads * ELEMENTS_PER_THREAD)), MAX_BLOCKS // channels))
+    partial = xp.empty((channels, chunks), dtype=g.dtype)
+    _launch("reduce", "channel_sums", (chunks, min(channels, MAX_BLOCKS)), threads, g, partial)
+    if chunks > 1:
+        total = xp.empty((channels, 1), dtype=g.dtype)
+        _launch("reduce", "channel_sums", (1, min(channels, MAX_BLOCKS)), threads, partial[None], total)
+        partial = total
+    return partial.reshape(channels)
+
+
+def _column_sums(xp, g, threads):
+    """Σ over the rows of g (R, C), C-contiguous: pass 1 into (chunks, C) partial sums, pass 2 into (1, C)."""
+    rows, columns = g.shape
+    column_blocks = _blocks_for(columns, threads)
+    chunks = 1 if rows <= ONE_PASS_PER_THREAD else \
+        max(1, min(-(-rows // ELEMENTS_PER_THREAD), MAX_BLOCKS // column_blocks))
+    partial = xp.empty((chunks, columns), dtype=g.dtype)
+    _launch("reduce", "column_sums", (column_blocks, chunks), threads, g, partial)
+    if chunks > 1:
+        total = xp.empty((1, columns), dtype=g.dtype)
+        _launch("reduce", "column_sums", (column_blocks, 1), threads, partial, total)
+        partial = total
+    return partial.reshape(columns)
 
 
 # ---- im2col / col2im -----------------------------------------------------------------------
@@ -271,6 +467,17 @@ def _conv_geometry(op, image_hw, kernel, stride, pads):
     return kh, kw, sh, sw, top, left, out_h, out_w
 
 
+def _launch_patches(name, batch, spots, rows, source, target, geometry):
+    """Launch kernels/patches.py's `name` with blocks of (threads over the batch) × (threads over
+    the `spots`, windows or pixels), a grid of (spot blocks, `rows`), each capped at MAX_BLOCKS.
+    The batch gets a power of two of the THREADS_PER_BLOCK threads, as many as it fills (a warp
+    or more, once N >= 32); the spots get the rest."""
+    across_batch = min(THREADS_PER_BLOCK, 1 << (batch - 1).bit_length())
+    across_spots = min(THREADS_PER_BLOCK // across_batch, 1 << (spots - 1).bit_length())
+    blocks = (_blocks_for(spots, across_spots), min(rows, MAX_BLOCKS))
+    _launch("patches", name, blocks, (across_batch, across_spots), source, target, *geometry)
+
+
 def im2col(x, kernel, stride, pads):
     """x (N, C, H, W) -> cols (C·kh·kw, out_h·out_w·N), batch innermost: the matrix that
     functional/im2col.py's `im2col` makes, element for element (layout in kernels/patches.py).
@@ -286,7 +493,8 @@ def im2col(x, kernel, stride, pads):
     n, c = x.shape[:2]
     x_chwn = xp.ascontiguousarray(x.transpose(1, 2, 3, 0))              # (C, H, W, N)
     cols = xp.empty((c * kh * kw, out_h * out_w * n), dtype=x.dtype)
-    _launch_1d(_kernels("patches").im2col, cols.size, x_chwn, cols, *geometry)
+    if cols.size:
+        _launch_patches("im2col", n, out_h * out_w, cols.shape[0], x_chwn, cols, geometry)
     return cols
 
 
@@ -302,7 +510,8 @@ def col2im(cols, x_shape, kernel, stride, pads):
         raise ValueError(f"col2im: cols must be (C·kh·kw, out_h·out_w·N) = "
                          f"({c * kh * kw}, {out_h * out_w * n}), got {tuple(cols.shape)}")
     x_chwn = xp.empty((c, h, w, n), dtype=cols.dtype)
-    _launch_1d(_kernels("patches").col2im, x_chwn.size, cols, x_chwn, *geometry)
+    if x_chwn.size:
+        _launch_patches("col2im", n, h * w, c, cols, x_chwn, geometry)
     return x_chwn.transpose(3, 0, 1, 2)
 
 
@@ -314,10 +523,10 @@ def gemm(a, b):
     xp, (a, b) = _contiguous("gemm", a, b, same_shape=False)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"gemm: expected a (M, K) and b (K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
-    matmul = _kernels("matmul")
+    tile = _kernels("matmul").TILE
     m, n = a.shape[0], b.shape[1]
     c = xp.empty((m, n), dtype=a.dtype)
     if m > 0 and n > 0:
-        tiles = ((n + matmul.TILE - 1) // matmul.TILE, (m + matmul.TILE - 1) // matmul.TILE)  # (x: cols, y: rows)
-        matmul.gemm[tiles, (matmul.TILE, matmul.TILE)](a, b, c)
+        tiles = ((n + tile - 1) // tile, (m + tile - 1) // tile)  # (x: cols, y: rows)
+        _launch("matmul", "gemm", tiles, (tile, tile), a, b, c)
     return c

@@ -35,8 +35,9 @@ def require_cuda():
         raise RuntimeError(
             "device 'cuda' is not available: "
             + (f"{type(_cupy_error).__name__}: {_cupy_error}. " if _cupy_error else "")
-            + "Install the GPU extra (pip install 'minivae[gpu]', which brings CuPy for CUDA 12 "
-            "and numba-cuda) on a machine with an NVIDIA GPU and driver.")
+            + "Install a GPU extra on a machine with an NVIDIA GPU and driver: pip install "
+            "'minivae[gpu]' (CuPy and numba-cuda for CUDA 12) or 'minivae[gpu-cuda13]' (for CUDA 13; "
+            "nvidia-smi shows the CUDA version the driver supports).")
     return cupy
 
 

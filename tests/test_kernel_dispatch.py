@@ -371,3 +371,14 @@ def test_cli_kernels_option_sets_the_mode(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--kernels", "sometimes"])
     assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
+def test_without_cupy_device_cuda_names_both_gpu_extras(monkeypatch):
+    """As on a machine without CuPy: the error names the extra for each CUDA major version."""
+    monkeypatch.setattr(backend, "_cupy", False)
+    monkeypatch.setattr(backend, "_cupy_error", ImportError("No module named 'cupy'"))
+    with pytest.raises(RuntimeError) as error:
+        backend.require_cuda()
+    message = str(error.value)
+    assert "ImportError: No module named 'cupy'" in message
+    assert "'minivae[gpu]'" in message and "'minivae[gpu-cuda13]'" in message and "\n" not in message

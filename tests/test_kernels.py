@@ -161,17 +161,56 @@ def test_optimizer_refuses_a_state_it_could_not_update_in_place(xp):
         kernels.rmsprop_update(p, xp.zeros((4, 3)), xp.zeros((3, 4)).T, 0.1, 0.9, 1e-7)
 
 
-# ---- bias gradient: shared-memory tree reduction ---------------------------------------------
+# ---- bias gradient: two passes, each a coalesced reduction -----------------------------------
+# The layouts the ops pass (functional/conv.py, linear.py) and the kernel each must go to.
 
-@pytest.mark.parametrize("shape, threads", [((5, 3), 32), ((2, 3, 5, 7), 32), ((2, 3, 5, 7), None)],
-                         ids=["dense-32threads", "conv-32threads", "conv-256threads"])
-def test_bias_grad_sums_all_but_the_channel_axis(shape, threads, xp, dtype):
-    """threads=None is the default block of 256; 32 keeps the simulator quick (and N·H·W > 32
-    makes each thread add several elements before the tree)."""
-    g = rng(10).standard_normal(shape).astype(dtype)
-    axes = (0,) + tuple(range(2, len(shape)))
-    expected = g.astype(np.float64).sum(axis=axes)
-    assert_close(kernels.bias_grad(xp.asarray(g), threads=threads), expected, dtype)
+def chwn_view(a):
+    """An (N, C, H, W) array as a view of CHWN memory, as a convolution returns it."""
+    return np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+BIAS_LAYOUTS = [  # id, shape, layout, the reduction kernel
+    ("dense-(N,C)", (37, 5), np.ascontiguousarray, "column_sums"),
+    ("dense-(N,C)-fortran", (37, 5), np.asfortranarray, "channel_sums"),
+    ("conv-dY-(1,C,OH·OW·N)", (1, 3, 70), np.ascontiguousarray, "channel_sums"),
+    ("nchw", (5, 3, 4, 7), np.ascontiguousarray, "channel_sums"),
+    ("chwn-view", (5, 3, 4, 7), chwn_view, "channel_sums"),
+]
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of the kernels launched, in order."""
+    names = []
+    launch = kernels._launch
+    def spy(module, name, *args):
+        names.append(name)
+        return launch(module, name, *args)
+    monkeypatch.setattr(kernels, "_launch", spy)
+    return names
+
+
+@pytest.mark.parametrize("shape, layout, reduction", [c[1:] for c in BIAS_LAYOUTS], ids=[c[0] for c in BIAS_LAYOUTS])
+@pytest.mark.parametrize("passes", [1, 2])
+def test_bias_grad_sums_all_but_the_channel_axis(shape, layout, reduction, passes, xp, dtype, launched,
+                                                 monkeypatch):
+    """Each channel's 35-185 values: with ONE_PASS_PER_THREAD = 4, more than 4 per thread of a block
+    of 8, so they are split among blocks (ELEMENTS_PER_THREAD = 2 each, at most MAX_BLOCKS = 16 in
+    all), and a second pass adds the partial sums; with the default 64, one block per channel
+    adds them all in one pass."""
+    if passes == 2:
+        monkeypatch.setattr(kernels, "ONE_PASS_PER_THREAD", 4)
+        monkeypatch.setattr(kernels, "ELEMENTS_PER_THREAD", 2)
+        monkeypatch.setattr(kernels, "MAX_BLOCKS", 16)
+    g = layout(rng(10).standard_normal(shape).astype(dtype))
+    expected = g.astype(np.float64).sum(axis=(0,) + tuple(range(2, len(shape))))
+    assert_close(kernels.bias_grad(xp.asarray(g), threads=8), expected, dtype)
+    assert launched == [reduction] * passes
+
+
+def test_bias_grad_default_block_of_256_threads(xp):
+    g = rng(10).standard_normal((2, 3, 5, 7))
+    assert_close(kernels.bias_grad(xp.asarray(g)), g.sum(axis=(0, 2, 3)), np.float64)
 
 
 def test_bias_grad_checks_the_block_size(xp):
@@ -246,6 +285,19 @@ def test_col2im_is_the_adjoint_of_im2col(x_shape, geometry, xp):
     assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
+@pytest.mark.parametrize("x_shape, geometry", GEOMETRIES[:2])
+def test_patch_loops_cover_everything_from_a_tiny_grid(x_shape, geometry, xp, monkeypatch):
+    """Blocks of 2 threads (over the batch of 2-3, so each thread also loops) and one block per
+    grid axis: the loops over the batch, the windows/pixels and the rows must reach every element."""
+    monkeypatch.setattr(kernels, "THREADS_PER_BLOCK", 2)
+    monkeypatch.setattr(kernels, "MAX_BLOCKS", 1)
+    x = rng(11).standard_normal(x_shape[:1] + (3,) + x_shape[2:])
+    assert_close(kernels.im2col(xp.asarray(x), *geometry), im2col_reference(x, *geometry), np.float64)
+    cols = rng(12).standard_normal(n_cols(x.shape, *geometry))
+    assert_close(kernels.col2im(xp.asarray(cols), x.shape, *geometry),
+                 col2im_reference(cols, x.shape, *geometry), np.float64)
+
+
 def test_patches_use_chwn_memory_as_functional_im2col_does(xp):
     """im2col reads x in any layout (here NCHW, and a CHWN view); col2im returns an (N, C, H, W)
     view of a CHWN buffer, as functional/im2col.py's col2im does."""
@@ -276,6 +328,196 @@ def test_gemm_matches_numpy(m, k, n, xp, dtype):
 def test_gemm_checks_the_inner_sizes(xp):
     with pytest.raises(ValueError, match=r"\(2, 3\) and \(4, 5\)"):
         kernels.gemm(xp.zeros((2, 3)), xp.zeros((4, 5)))
+
+
+# ---- the optimizers with the step count and the rate on the device (for CUDA graphs) -----------
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_device_step_optimizers_equal_minivae_optim(name, xp, dtype):
+    """Four steps with fresh gradients, the rate halved before the third (as StepDecay would do it,
+    by writing lr[0]): the kernels that read t and lr on the GPU give minivae.optim's numbers."""
+    from minivae import optim
+    from minivae.tensor import Tensor
+    shape = (7, 13)
+    start = rng(20).standard_normal(shape).astype(dtype)
+    reference = Tensor(start.copy(), requires_grad=True)
+    rule = optim.Adam([reference], lr=0.01) if name == "adam" else optim.RMSprop([reference], lr=0.01)
+    p = xp.asarray(start.copy())
+    state = [xp.zeros(shape, dtype) for _ in range(2 if name == "adam" else 1)]
+    step, lr = xp.zeros(1, np.uint64), xp.full(1, 0.01)
+    for k in range(4):
+        if k == 2:
+            rule.lr, lr[0] = 0.005, 0.005
+        g = rng(21 + k).standard_normal(shape).astype(dtype)
+        reference.grad = g.copy()
+        rule.step()
+        if name == "adam":
+            kernels.advance(step)
+            kernels.adam_update_device_step(p, xp.asarray(g), *state, step, lr, rule.beta1, rule.beta2, rule.eps)
+        else:
+            kernels.rmsprop_update_device_lr(p, xp.asarray(g), *state, lr, rule.rho, rule.eps)
+    assert_close(p, reference.data, dtype)
+    for s_kernel, s_rule in zip(state, (rule.state[n][0] for n in rule.state_names)):
+        assert_close(s_kernel, s_rule, dtype)
+    assert int(backend.to_numpy(step)[0]) == (4 if name == "adam" else 0)
+
+
+def test_device_scalars_are_checked(xp):
+    p = xp.zeros(3)
+    with pytest.raises(ValueError, match=r"step must be a \(1,\) uint64 array"):
+        kernels.adam_update_device_step(p, p, p.copy(), p.copy(), xp.zeros(1), xp.ones(1), 0.9, 0.999, 1e-7)
+
+
+# ---- counter-based noise: Philox4x32-10 and Box-Muller ----------------------------------------
+# Known answers from the Random123 distribution's kat_vectors: (counter, key) -> output.
+PHILOX_KNOWN_ANSWERS = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.fixture(scope="module")
+def philox_functions():
+    """philox4x32 as plain Python (what the simulator runs) and compiled by Numba for the CPU, which
+    types the arithmetic as it does for the GPU: a constant that turned a uint64 into a float
+    would show there."""
+    import numba
+    from minivae.kernels import philox
+    return philox.philox4x32, numba.njit(philox.philox4x32)
+
+
+@pytest.mark.parametrize("counter, key, answer", PHILOX_KNOWN_ANSWERS, ids=["zeros", "ones", "pi"])
+def test_philox_gives_the_known_answers(counter, key, answer, philox_functions):
+    words = [np.uint64(w) for w in counter + key]
+    for philox4x32 in philox_functions:
+        assert tuple(int(w) for w in philox4x32(*words)) == answer
+
+
+def philox_normal_reference(n, draw, key):
+    """The same noise, vectorised in NumPy from the paper's definition: numbers 4q .. 4q + 3 are the
+    Box-Muller pairs of Philox4x32-10 of counter (q mod 2^32, q div 2^32, draw mod 2^32, draw div 2^32)."""
+    mask = np.uint64(0xFFFFFFFF)
+    q = np.arange((n + 3) // 4, dtype=np.uint64)
+    c = [q & mask, q >> np.uint64(32), np.full_like(q, draw & 0xFFFFFFFF), np.full_like(q, draw >> 32)]
+    k = [np.uint64(key[0]), np.uint64(key[1])]
+    for r in range(10):
+        if r:
+            k = [(k[0] + np.uint64(0x9E3779B9)) & mask, (k[1] + np.uint64(0xBB67AE85)) & mask]
+        hi_lo_0, hi_lo_1 = np.uint64(0xD2511F53) * c[0], np.uint64(0xCD9E8D57) * c[2]
+        c = [(hi_lo_1 >> np.uint64(32)) ^ c[1] ^ k[0], hi_lo_1 & mask,
+             (hi_lo_0 >> np.uint64(32)) ^ c[3] ^ k[1], hi_lo_0 & mask]
+    u = [w.astype(np.float64) / 2.0 ** 32 for w in c]
+    r01, r23 = np.sqrt(-2 * np.log(u[0] + 2.0 ** -32)), np.sqrt(-2 * np.log(u[2] + 2.0 ** -32))
+    z = np.stack([r01 * np.cos(2 * np.pi * u[1]), r01 * np.sin(2 * np.pi * u[1]),
+                  r23 * np.cos(2 * np.pi * u[3]), r23 * np.sin(2 * np.pi * u[3])], axis=1)
+    return z.reshape(-1)[:n]
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 2, 4)], ids=["1", "15", "16"])
+def test_philox_normal_equals_the_numpy_reference(shape, xp, dtype):
+    key = kernels.philox_key(7)
+    counter = xp.asarray(np.array([5], np.uint64))
+    out = xp.empty(shape, dtype)
+    kernels.philox_normal(out, counter, key)
+    n = int(np.prod(shape))
+    assert_close(out, philox_normal_reference(n, 5, key).reshape(shape), dtype)
+
+
+def test_philox_counter_on_the_device_gives_new_noise_reproducibly(xp):
+    """advance(counter) makes the next draw differ; the same seed and counter give the same noise."""
+    key, counter = kernels.philox_key(0), xp.zeros(1, np.uint64)
+    draws = []
+    for _ in range(2):
+        out = xp.empty(8)
+        kernels.philox_normal(out, counter, key)
+        kernels.advance(counter)
+        draws.append(backend.to_numpy(out))
+    assert int(backend.to_numpy(counter)[0]) == 2
+    assert not np.any(draws[0] == draws[1])
+    again = xp.empty(8)
+    kernels.philox_normal(again, xp.zeros(1, np.uint64), kernels.philox_key(0))
+    np.testing.assert_array_equal(backend.to_numpy(again), draws[0])
+    other_seed = xp.empty(8)
+    kernels.philox_normal(other_seed, xp.zeros(1, np.uint64), kernels.philox_key(1))
+    assert not np.any(backend.to_numpy(other_seed) == draws[0])
+
+
+def test_philox_normal_is_standard_normal(xp):
+    """4096 numbers: mean, variance, skew, kurtosis and the share within one σ, each within about
+    4 standard errors of N(0, 1)'s values."""
+    out = xp.empty(4096)
+    kernels.philox_normal(out, xp.asarray(np.array([3], np.uint64)), kernels.philox_key(123))
+    z = backend.to_numpy(out)
+    n = z.size
+    assert abs(z.mean()) < 4 / np.sqrt(n)
+    assert abs(z.var() - 1) < 4 * np.sqrt(2 / n)
+    assert abs(np.mean(z ** 3)) < 4 * np.sqrt(15 / n)
+    assert abs(np.mean(z ** 4) - 3) < 4 * np.sqrt(96 / n)
+    assert abs(np.mean(np.abs(z) < 1) - 0.6827) < 4 * np.sqrt(0.6827 * 0.3173 / n)
+
+
+# ---- compiling: once per argument types; a clear line for a numpy numba-cuda cannot use --------
+
+def test_each_kernel_is_compiled_once_per_argument_types(xp, monkeypatch):
+    compiled = []
+    jit = kernels._jit
+    monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
+    monkeypatch.setattr(kernels, "_jit", lambda signature: compiled.append(signature) or jit(signature))
+    for dtype in (np.float32, np.float32, np.float64):
+        kernels.relu_forward(xp.zeros(5, dtype))
+    assert compiled == ["void(float32[::1], float32[::1])", "void(float64[::1], float64[::1])"]
+    kernels.im2col(xp.zeros((2, 1, 4, 4)), (3, 3), 1, (1, 1, 1, 1))
+    assert compiled[-1] == ("void(float64[:, :, :, ::1], float64[:, ::1], "
+                            "int64, int64, int64, int64, int64, int64, int64, int64)")
+
+
+def test_a_configured_launch_is_kept_per_grid(monkeypatch):
+    """As numba-cuda does, `kernel[blocks, threads]` here makes a new launcher; it is made once per
+    kernel, argument types and grid. (The simulator reconfigures the kernel itself instead, so
+    there nothing is kept: the launches above are that case.)"""
+    configured, launched = [], []
+
+    class Kernel:
+        def __getitem__(self, config):
+            configured.append(config)
+            return lambda *args: launched.append(config)
+    monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
+    monkeypatch.setattr(kernels, "_jit", lambda signature: lambda py_func: Kernel())
+    for size in (300, 300, 100, 300):
+        kernels.relu_forward(np.zeros(size))
+    assert configured == [(2, 256), (1, 256)]
+    assert launched == [(2, 256), (2, 256), (1, 256), (2, 256)]
+
+
+def test_a_numpy_that_numba_cuda_cannot_compile_with_is_named_in_one_line(xp, monkeypatch):
+    """numba-cuda 0.30.4 with numpy 2.5 fails inside the compiler on np.row_stack (an H100 run met
+    it); here the compiler stands in, raising what it raised there."""
+    def numba_cuda_on_numpy_2_5(signature):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+    monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
+    monkeypatch.setattr(kernels, "_jit", numba_cuda_on_numpy_2_5)
+    monkeypatch.setattr(kernels.np, "__version__", "2.5.2")
+    with pytest.raises(RuntimeError) as error:
+        kernels.relu_forward(xp.zeros(3))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "numpy 2.5.2" in message and "pip install 'numpy<2.5'" in message
+    assert "minivae[gpu]" in message and "minivae[gpu-cuda13]" in message
+
+
+def test_another_attribute_error_while_compiling_is_not_disguised(xp, monkeypatch):
+    def broken(signature):
+        raise AttributeError("module 'numba' has no attribute 'something_else'")
+    monkeypatch.setattr(kernels, "_compiled", {})
+    monkeypatch.setattr(kernels, "_configured", {})
+    monkeypatch.setattr(kernels, "_jit", broken)
+    with pytest.raises(AttributeError, match="something_else"):
+        kernels.relu_forward(xp.zeros(3))
 
 
 # ---- launchers: what they accept -------------------------------------------------------------
