@@ -1,8 +1,8 @@
 """Training a book VAE: the loop, per-epoch validation, metrics, checkpoints, resume.
 
 Reproducibility: with the same seed on the CPU the losses repeat bit for bit, and a run stopped
-after epoch k (or by Ctrl-C mid-epoch) and resumed ends with exactly the weights of an
-uninterrupted run, because everything random comes from named generators saved in the
+after epoch k (or by Ctrl-C mid-epoch, or during an evaluation) and resumed with the same
+settings ends with exactly the weights and metrics of an uninterrupted run, because everything random comes from named generators saved in the
 checkpoint: "init" (weights), "shuffle" (batch order), "sample" (ε), "dropout" (masks).
 """
 import json
@@ -26,7 +26,7 @@ class TrainingError(Exception):
 
 
 class Interrupted(TrainingError):
-    """Ctrl-C: the state was saved and the run can be resumed."""
+    """Ctrl-C: the message says what was saved and how to resume."""
 
 
 @dataclass
@@ -329,6 +329,7 @@ class CtrlC:
 
     @contextmanager
     def deferring(self):
+        """A block no press may cut: a second press stops the run once it ends."""
         self._deferring += 1
         try:
             yield
@@ -339,6 +340,7 @@ class CtrlC:
 
     @contextmanager
     def at_once(self):
+        """A block any press may cut, as nothing in it needs saving."""
         self._at_once = True
         try:
             yield
@@ -359,11 +361,8 @@ def check_resume_settings(run, config):
     exactly (another batch size skips images, another data set switches mid-epoch, ...)."""
     _, _, meta, saved = load_checkpoint(run.checkpoint)
     path, epochs_done = run.checkpoint, meta["epoch"]
-    def shown(value):
-        return ("on" if value else "off") if isinstance(value, bool) else str(value)
-
-    changed = [f"--{f.name.replace('_', '-')} is {shown(getattr(config, f.name))} here but "
-               f"{shown(getattr(saved, f.name))} in {path}"
+    changed = [f"--{f.name.replace('_', '-')} is {_shown(getattr(config, f.name))} here but "
+               f"{_shown(getattr(saved, f.name))} in {path}"
                for f in fields(TrainConfig)
                if f.name not in RESUME_MAY_CHANGE and getattr(config, f.name) != getattr(saved, f.name)]
     if config.epochs < epochs_done:
@@ -371,6 +370,11 @@ def check_resume_settings(run, config):
     if changed:
         raise TrainingError(f"--resume continues a run exactly, but {'; '.join(changed)}: drop "
                             "those options to resume, or give another --out to start a new run")
+
+
+def _shown(value):
+    """A setting as the command line writes it: flags on/off, the rest as they are."""
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
 def load_checkpoint(path):
