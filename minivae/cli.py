@@ -10,8 +10,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from . import backend, checkpoint, data
@@ -30,14 +31,15 @@ def main(argv=None):
         if getattr(args, "device", None) not in (None, "cpu"):
             backend.require_cuda()
         return args.run(args) or 0
-    except KeyboardInterrupt:
-        print("minivae: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # on the way out: one more Ctrl-C must not raise
+        print(f"minivae: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
         if os.environ.get("MINIVAE_DEBUG"):
             raise
-        print(f"minivae: {'' if isinstance(exc, Interrupted) else 'error: '}{exc}", file=sys.stderr)
-        return 130 if isinstance(exc, Interrupted) else 1
+        print(f"minivae: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_train(args):
@@ -46,11 +48,10 @@ def cmd_train(args):
     _check_out_folder(args.out)
     explicit = {k: v for k, v in vars(args).items() if v is not None and k in _config_fields()}
     if args.resume:
-        meta = checkpoint.load(Path(args.out or f"runs/{args.model or 'foster'}") / "checkpoint.npz")[2]
-        config = train.TrainConfig(**{**meta["config"], **explicit})
-        if args.model and args.model != meta["config"]["model"]:
-            raise checkpoint.CheckpointError(f"the checkpoint in {config.out} holds a "
-                                             f"'{meta['config']['model']}' model, not '{args.model}'")
+        # the saved run's settings, with those given here on top: train.resume refuses any that
+        # would not continue the run exactly, before anything is written
+        saved = train.load_checkpoint(Path(args.out or f"runs/{args.model or 'foster'}") / "checkpoint.npz")[3]
+        config = replace(saved, **explicit)
     else:
         explicit.setdefault("out", f"runs/{explicit.get('model', 'foster')}")
         config = train.TrainConfig(**explicit)

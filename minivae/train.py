@@ -1,8 +1,8 @@
 """Training a book VAE: the loop, per-epoch validation, metrics, checkpoints, resume.
 
 Reproducibility: with the same seed on the CPU the losses repeat bit for bit, and a run stopped
-after epoch k (or by Ctrl-C mid-epoch) and resumed ends with exactly the weights of an
-uninterrupted run, because everything random comes from named generators saved in the
+after epoch k (or by Ctrl-C mid-epoch, or during an evaluation) and resumed with the same
+settings ends with exactly the weights and metrics of an uninterrupted run, because everything random comes from named generators saved in the
 checkpoint: "init" (weights), "shuffle" (batch order), "sample" (ε), "dropout" (masks).
 """
 import json
@@ -10,7 +10,8 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ class TrainingError(Exception):
 
 
 class Interrupted(TrainingError):
-    """Ctrl-C: the state was saved and the run can be resumed."""
+    """Ctrl-C: the message says what was saved and how to resume."""
 
 
 @dataclass
@@ -56,10 +57,10 @@ class TrainConfig:
 def build(config):
     """(model, optimizer, loss function) for a config, initialised from its seed."""
     preset = get_preset(config.model)
-    rng.manual_seed(config.seed)
-    model = preset.build(book_exp_log_var=True) if config.book_exp_log_var else preset.build()
     if config.book_exp_log_var and config.model != "chollet":
         raise ValueError("--book-exp-log-var applies to the chollet preset only")
+    rng.manual_seed(config.seed)
+    model = preset.build(book_exp_log_var=True) if config.book_exp_log_var else preset.build()
     model.to(config.device)
     optimizer = optim.make_optimizer(preset.optimizer, model.parameters(), config.lr)
     return model, optimizer, preset.loss
@@ -113,6 +114,7 @@ class Run:
         self.dir = Path(out)
         self.checkpoint = self.dir / "checkpoint.npz"
         self.metrics = self.dir / "metrics.jsonl"
+        self.config = self.dir / "config.json"
 
     def read_metrics(self):
         if not self.metrics.exists():
@@ -120,40 +122,56 @@ class Run:
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
 
     def write_metrics(self, records):
-        tmp = self.metrics.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, self.metrics)
+        _write_atomically(self.metrics, "".join(json.dumps(r) + "\n" for r in records))
+
+    def write_config(self, config):
+        _write_atomically(self.config, json.dumps(asdict(config), indent=2) + "\n")
 
     def save(self, model, optimizer, config, epoch, step, epoch_state):
+        """The checkpoint, and config.json beside it (so it always describes what the checkpoint holds)."""
         checkpoint.save(self.checkpoint, model.state_dict(), optimizer.state_dict(),
                         {"config": asdict(config), "epoch": epoch, "step": step,
                          "rng": rng.get_state(), "epoch_state": epoch_state})
+        self.write_config(config)
+
+
+def _write_atomically(path, text):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def train(config, log=print):
-    """Train per `config`; returns the list of per-epoch metric dicts."""
+    """Train per `config`; returns the list of per-epoch metric dicts.
+
+    With config.extra["resume"], continue the run in config.out, after checking that `config`
+    continues it exactly. Nothing in the run folder changes until a step has succeeded."""
     config.resolved()
     run = Run(config.out)
-    preset = get_preset(config.model)
-    train_x, _ = data.load_mnist("train", config.dataset, config.data_dir)
-    test_x, _ = data.load_mnist("test", config.dataset, config.data_dir)
-
-    model, optimizer, loss_fn = build(config)
-    start_epoch, start_step, epoch_state = 0, 0, None
-    if config.extra.get("resume"):
-        start_epoch, start_step, epoch_state = resume(run, config, model, optimizer)
+    resuming = bool(config.extra.get("resume"))
+    if resuming:
+        check_resume_settings(run, config)
     elif run.checkpoint.exists():
         raise TrainingError(f"{run.checkpoint} exists: pass --resume to continue that run, "
                             "or choose another --out")
-    run.dir.mkdir(parents=True, exist_ok=True)
-    (run.dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    model, optimizer, loss_fn = build(config)
+    start_epoch, start_step, epoch_state = 0, 0, None
+    if resuming:
+        start_epoch, start_step, epoch_state = resume(run, config, model, optimizer)
+    train_x, _ = data.load_mnist("train", config.dataset, config.data_dir)
+    test_x, _ = data.load_mnist("test", config.dataset, config.data_dir)
     metrics = [m for m in run.read_metrics() if m["epoch"] <= start_epoch]
-    run.write_metrics(metrics)
+    if not resuming:  # a new run folder; a resumed one is rewritten only by its next save
+        run.dir.mkdir(parents=True, exist_ok=True)
+        run.write_config(config)
+        run.write_metrics(metrics)
     steps_per_epoch = len(train_x) // config.batch_size + (len(train_x) % config.batch_size > 0)
     if config.limit_steps:
         steps_per_epoch = min(steps_per_epoch, config.limit_steps)
-    log(f"training {config.model} ({preset.description}) on {config.device}: "
-        f"{config.epochs} epoch(s) × {steps_per_epoch} steps of {config.batch_size}; run folder {run.dir}")
+    decay = f", ×{config.lr_decay:g} every {config.lr_step} epoch(s)" if config.lr_decay != 1 else ""
+    log(f"training {config.model} with {type(optimizer).__name__} lr {config.lr:g}{decay} on "
+        f"{config.device}: {config.epochs} epoch(s) × {steps_per_epoch} steps of {config.batch_size}; "
+        f"run folder {run.dir}")
 
     with CtrlC() as ctrl_c:
         return _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, start_epoch,
@@ -162,80 +180,132 @@ def train(config, log=print):
 
 def _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, start_epoch,
             start_step, epoch_state, steps_per_epoch, ctrl_c, log):
+    """The epochs' loop. Each epoch: its steps, a checkpoint of the trained state, the test-set
+    evaluation, the metrics record, the end-of-epoch checkpoint. Ctrl-C saves the state at the
+    last step boundary (see CtrlC); the checkpoint's (epoch, step) says where to pick up."""
     schedule = optim.StepDecay(config.lr, config.lr_decay, config.lr_step)
-    for epoch in range(start_epoch, config.epochs):
-        optimizer.lr = schedule(epoch)
-        if epoch_state is None:  # a new epoch: remember how its shuffle began, for mid-epoch resume
-            epoch_state = {"shuffle": rng.generator("shuffle").bit_generator.state,
-                           "sums": [0.0, 0.0, 0.0], "images": 0, "seconds": 0.0}
-        rng.generator("shuffle").bit_generator.state = epoch_state["shuffle"]
-        order = data.batches(np.arange(len(train_x)), config.batch_size, shuffle=True,
-                             generator=rng.generator("shuffle"))
-        bar = _progress(config, epoch, steps_per_epoch, start_step)
-        t0, completed = time.perf_counter() - epoch_state["seconds"], start_step
-        try:
+    saved = (start_epoch, start_step) if config.extra.get("resume") else None  # what checkpoint.npz holds
+    unsaved = False  # steps done since the last save
+
+    def save(epoch, step, state):
+        nonlocal saved, unsaved
+        run.save(model, optimizer, config, epoch, step, state)
+        saved, unsaved = (epoch, step), False
+
+    bar, evaluating = None, False
+    try:  # around the whole loop: Ctrl-C can land anywhere, even between two epochs
+        for epoch in range(start_epoch, config.epochs):
+            done = start_step
+            optimizer.lr = schedule(epoch)
+            if epoch_state is None:  # a new epoch: remember how its shuffle began, for mid-epoch resume
+                epoch_state = {"shuffle": rng.generator("shuffle").bit_generator.state,
+                               "sums": [0.0, 0.0, 0.0], "images": 0, "seconds": 0.0}
+            rng.generator("shuffle").bit_generator.state = epoch_state["shuffle"]
+            order = data.batches(np.arange(len(train_x)), config.batch_size, shuffle=True,
+                                 generator=rng.generator("shuffle"))
+            bar = _progress(config, epoch, steps_per_epoch, start_step)
+            t0 = time.perf_counter() - epoch_state["seconds"]
             for step, index in enumerate(order):
                 if step >= steps_per_epoch:
                     break
                 if step < start_step:
                     continue
                 if ctrl_c.pressed:
-                    raise KeyboardInterrupt
+                    ctrl_c.stop()
                 x = to_tensor(train_x[index], config.device)
-                rng_before = rng.get_state()
-                loss, rec, kl = loss_fn(x, *model(x))
-                value = loss.item()
-                if not math.isfinite(value):
-                    culprit = _find_non_finite_op(model, loss_fn, x, rng_before)
-                    kept = (f"the last good checkpoint {run.checkpoint} is kept" if run.checkpoint.exists()
-                            else "no checkpoint had been written yet")
-                    raise TrainingError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}: "
-                                        f"{culprit}; {kept}")
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                n = x.shape[0]
-                sums = epoch_state["sums"]
-                sums[0] += value * n
-                sums[1] += rec.item() * n
-                sums[2] += kl.item() * n
-                epoch_state["images"] += n
+                with ctrl_c.deferring():  # a step happens whole or not at all
+                    value, rec, kl = _step(model, optimizer, loss_fn, x, run, epoch, step)
+                    n = x.shape[0]
+                    epoch_state["sums"] = [a + b * n for a, b in zip(epoch_state["sums"], (value, rec, kl))]
+                    epoch_state["images"] += n
+                    done, unsaved = step + 1, True
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4g}", recon=f"{rec.item():.4g}", kl=f"{kl.item():.3g}")
-                completed = step + 1
-        except KeyboardInterrupt:  # raised only between steps, so the saved state is consistent
-            epoch_state["seconds"] = time.perf_counter() - t0
-            run.save(model, optimizer, config, epoch, completed, epoch_state)
-            raise Interrupted(f"interrupted at epoch {epoch + 1}, step {completed}: saved "
-                                f"{run.checkpoint}; continue with the same command plus --resume") from None
-        finally:
+                    bar.set_postfix(loss=f"{value:.4g}", recon=f"{rec:.4g}", kl=f"{kl:.3g}")
             if bar is not None:
                 bar.close()
-        seconds = time.perf_counter() - t0
-        images = max(epoch_state["images"], 1)
-        record = {"epoch": epoch + 1, "lr": optimizer.lr,
-                  "train_loss": epoch_state["sums"][0] / images,
-                  "train_recon": epoch_state["sums"][1] / images,
-                  "train_kl": epoch_state["sums"][2] / images,
-                  **evaluate(model, loss_fn, test_x, 500, config.seed + epoch, config.device),
-                  "seconds": seconds, "images_per_s": epoch_state["images"] / seconds}
-        metrics.append(record)
-        run.write_metrics(metrics)
-        epoch_state, start_step = None, 0
-        run.save(model, optimizer, config, epoch + 1, 0, None)
-        log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f}  test loss "
-            f"{record['test_loss']:.4f} (recon {record['test_recon']:.4f}, kl {record['test_kl']:.4f}; "
-            f"ELBO {record['test_elbo_nats']:.1f} nats)  {record['images_per_s']:.0f} images/s")
+            epoch_state["seconds"] = time.perf_counter() - t0
+            if unsaved:
+                with ctrl_c.deferring():  # the trained state first: an interrupted evaluation loses nothing
+                    save(epoch, done, epoch_state)
+            if ctrl_c.pressed:
+                ctrl_c.stop()
+            evaluating = True
+            with ctrl_c.at_once(), np.errstate(all="ignore"):
+                test = evaluate(model, loss_fn, test_x, 500, config.seed + epoch, config.device)
+            evaluating = False
+            seconds = time.perf_counter() - t0
+            images = max(epoch_state["images"], 1)
+            sums = epoch_state["sums"]
+            record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": sums[0] / images,
+                      "train_recon": sums[1] / images, "train_kl": sums[2] / images, **test,
+                      "seconds": seconds, "images_per_s": epoch_state["images"] / seconds}
+            with ctrl_c.deferring():
+                metrics.append(record)
+                run.write_metrics(metrics)
+                save(epoch + 1, 0, None)
+            epoch_state, start_step = None, 0
+            log(f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f}  test loss "
+                f"{record['test_loss']:.4f} (recon {record['test_recon']:.4f}, kl {record['test_kl']:.4f}; "
+                f"ELBO {record['test_elbo_nats']:.1f} nats)  {record['images_per_s']:.0f} images/s")
+    except KeyboardInterrupt:
+        if unsaved:
+            epoch_state["seconds"] = time.perf_counter() - t0
+            save(epoch, done, epoch_state)
+        raise Interrupted(_interrupted(run, saved, evaluating)) from None
+    finally:
+        if bar is not None:
+            bar.close()  # a second close does nothing
     return metrics
 
 
+def _step(model, optimizer, loss_fn, x, run, epoch, step):
+    """One training step; -> (loss, recon, kl) as floats. A non-finite loss stops the run before
+    the update, naming the op that produced it (NumPy's own overflow warnings are silenced: this
+    one line says it)."""
+    rng_before = rng.get_state()
+    with np.errstate(all="ignore"):
+        loss, rec, kl = loss_fn(x, *model(x))
+        value = loss.item()
+        if not math.isfinite(value):
+            culprit = _find_non_finite_op(model, loss_fn, x, rng_before)
+            kept = (f"the last good checkpoint {run.checkpoint} is kept" if run.checkpoint.exists()
+                    else "no checkpoint had been written yet")
+            raise TrainingError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}: "
+                                f"{culprit}; {kept}")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return value, rec.item(), kl.item()
+
+
+def _interrupted(run, saved, evaluating):
+    """The one line an interrupted run ends with. The checkpoint holds the state it stopped in
+    (just saved, or unchanged since), at `saved` = (epoch, step), or there is none."""
+    if saved is None:
+        return "interrupted before the first step ended: nothing saved; run the same command again"
+    epoch, step = saved
+    if evaluating:
+        where = f"while evaluating epoch {epoch + 1}: saved its trained state in {run.checkpoint}"
+    elif step == 0:
+        where = f"{f'after epoch {epoch}' if epoch else 'before the first step'}: saved {run.checkpoint}"
+    else:
+        where = f"at epoch {epoch + 1}, step {step}: saved {run.checkpoint}"
+    return f"interrupted {where}; continue with the same command plus --resume"
+
+
 class CtrlC:
-    """While active, the first Ctrl-C only raises a flag that the loop checks between steps
-    (so a checkpoint is never taken halfway through an update); a second one interrupts at once."""
+    """Ctrl-C during training, so that a checkpoint only ever holds the state at a step boundary.
+
+    The first press raises a flag that the loop checks before each step. A second one stops at
+    once, except inside `with ctrl_c.deferring():` (a step, a save), where it waits for the block's
+    end. Inside `with ctrl_c.at_once():` (the evaluation, whose trained state is already saved) the
+    first press stops at once. Once stopping, further presses are ignored, so the last save finishes.
+    """
 
     def __enter__(self):
-        self.pressed = False
+        self.pressed, self._second, self._stopping = False, False, False
+        self._deferring, self._at_once = 0, False
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread: leave Ctrl-C alone
@@ -243,29 +313,99 @@ class CtrlC:
         return self
 
     def _handle(self, signum, frame):
-        if self.pressed:
-            raise KeyboardInterrupt
-        self.pressed = True
+        if self._stopping:
+            return
+        if self._deferring:
+            self._second = self.pressed
+            self.pressed = True
+        elif self.pressed or self._at_once:
+            self.stop()
+        else:
+            self.pressed = True
+
+    def stop(self):
+        self._stopping = True
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def deferring(self):
+        """A block no press may cut: a second press stops the run once it ends."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+        if self._second and not self._deferring:
+            self.stop()
+
+    @contextmanager
+    def at_once(self):
+        """A block any press may cut, as nothing in it needs saving."""
+        self._at_once = True
+        try:
+            yield
+        finally:
+            self._at_once = False
 
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def resume(run, config, model, optimizer):
-    """Load the run's checkpoint into model and optimizer; returns (epoch, step, epoch_state)."""
-    model_state, optimizer_state, meta = checkpoint.load(run.checkpoint)
+# What --resume may change: none of these alters what the next step computes.
+RESUME_MAY_CHANGE = {"epochs", "progress", "data_dir", "device", "out", "extra"}
+
+
+def check_resume_settings(run, config):
+    """Refuse, in one line naming the options, settings that would not continue the saved run
+    exactly (another batch size skips images, another data set switches mid-epoch, ...)."""
+    _, _, meta, saved = load_checkpoint(run.checkpoint)
+    path, epochs_done = run.checkpoint, meta["epoch"]
+    changed = [f"--{f.name.replace('_', '-')} is {_shown(getattr(config, f.name))} here but "
+               f"{_shown(getattr(saved, f.name))} in {path}"
+               for f in fields(TrainConfig)
+               if f.name not in RESUME_MAY_CHANGE and getattr(config, f.name) != getattr(saved, f.name)]
+    if config.epochs < epochs_done:
+        changed.append(f"--epochs {config.epochs} is fewer than the {epochs_done} the run has done")
+    if changed:
+        raise TrainingError(f"--resume continues a run exactly, but {'; '.join(changed)}: drop "
+                            "those options to resume, or give another --out to start a new run")
+
+
+def _shown(value):
+    """A setting as the command line writes it: flags on/off, the rest as they are."""
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def load_checkpoint(path):
+    """(model_state, optimizer_state, meta, config) of a checkpoint file, checked: a missing,
+    damaged, incomplete or newer file is a CheckpointError naming it. Resume, sample and plot
+    all read checkpoints through here."""
+    model_state, optimizer_state, meta = checkpoint.load(path)
     saved = meta["config"]
-    if saved["model"] != config.model:
-        raise checkpoint.CheckpointError(
-            f"{run.checkpoint} holds a '{saved['model']}' model, not '{config.model}'")
+    if not isinstance(saved, dict) or "model" not in saved:
+        raise checkpoint.CheckpointError(f"{path} is incomplete: its config lacks 'model'")
+    unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise checkpoint.newer_format(path, meta.get("format", 0), f", with the setting "
+                                      f"{unknown[0]!r} unknown here")
+    if meta["step"] and not isinstance(meta.get("epoch_state"), dict):
+        raise checkpoint.CheckpointError(f"{path} is incomplete: it stopped mid-epoch but lacks "
+                                         "its epoch_state")
+    return model_state, optimizer_state, meta, TrainConfig(**saved)
+
+
+def resume(run, config, model, optimizer):
+    """Load the run's checkpoint into model and optimizer (check_resume_settings has found that
+    `config` continues it exactly); returns (epoch, step, epoch_state)."""
+    model_state, optimizer_state, meta, _ = load_checkpoint(run.checkpoint)
     try:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
     except ValueError as exc:
         raise checkpoint.CheckpointError(f"{run.checkpoint} is from another architecture: {exc}") from None
     rng.set_state(meta["rng"])
-    return meta["epoch"], meta["step"], meta["epoch_state"]
+    return meta["epoch"], meta["step"], meta.get("epoch_state")
 
 
 def load_run_model(path, device="cpu"):
@@ -273,8 +413,7 @@ def load_run_model(path, device="cpu"):
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.npz"
-    model_state, _, meta = checkpoint.load(path)
-    config = TrainConfig(**meta["config"])
+    model_state, _, meta, config = load_checkpoint(path)
     config.device = device
     model, _, loss_fn = build(config)
     try:
