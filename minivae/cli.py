@@ -48,10 +48,11 @@ def cmd_train(args):
     _check_out_folder(args.out)
     explicit = {k: v for k, v in vars(args).items() if v is not None and k in _config_fields()}
     if args.resume:
-        # the saved run's settings, with those given here on top: train.resume refuses any that
-        # would not continue the run exactly, before anything is written
-        saved = train.load_checkpoint(Path(args.out or f"runs/{args.model or 'foster'}") / "checkpoint.npz")[3]
-        config = replace(saved, **explicit)
+        # the saved run's settings, with those given here on top; any that would not continue
+        # the run exactly are refused before anything is written
+        run = train.Run(args.out or f"runs/{args.model or 'foster'}")
+        config = replace(train.load_checkpoint(run.checkpoint)[3], **explicit)
+        train.check_resume_settings(run, config)   # before the data and memory checks below
     else:
         explicit.setdefault("out", f"runs/{explicit.get('model', 'foster')}")
         config = train.TrainConfig(**explicit)
