@@ -95,6 +95,15 @@ def cmd_bench(args):
     print(json.dumps(result))
 
 
+def cmd_profile(args):
+    from . import profile
+    if args.device != "cpu":
+        backend.require_cuda()
+    report = profile.run(args.model, args.device, args.batch_size or 0, args.steps, args.warmup,
+                         args.data_dir, synthetic=args.synthetic, peak_size=args.peak_size)
+    print(profile.format_report(report))
+
+
 def _gpu_or_none(device):
     return None if device == "cpu" else device
 
@@ -165,4 +174,15 @@ def _parser():
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     _kernels_option(p)
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("profile", help="time each op of one training step, forward and backward")
+    p.add_argument("--model", default="foster", choices=models)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--batch-size", type=int, help="default: the preset's (foster 32, chollet 16)")
+    p.add_argument("--steps", type=int, default=10, help="profiled steps, of which the medians are shown")
+    p.add_argument("--warmup", type=int, default=3, help="steps run first and not timed")
+    p.add_argument("--data-dir")
+    p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
+    p.add_argument("--peak-size", type=int, default=2048, help="side of the matrix product that measures the peak")
+    p.set_defaults(run=cmd_profile)
     return parser
