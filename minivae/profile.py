@@ -210,7 +210,7 @@ class Profiler:
         self._work.setdefault(key, [0, 0])[which] += work
 
     def _timed(self, name, fn):
-        signature = inspect.signature(fn)
+        parameters = list(inspect.signature(fn).parameters)  # to name the positional arguments
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
@@ -226,7 +226,7 @@ class Profiler:
             finally:
                 self._depth -= 1
             if isinstance(out, Tensor):
-                self._record_forward(name, signature.bind(*args, **kwargs).arguments, out, seconds)
+                self._record_forward(name, {**dict(zip(parameters, args)), **kwargs}, out, seconds)
             return out
         return timed
 
@@ -365,14 +365,18 @@ def _rate(row, report):
     return _amount(work, row.unit), f"{per_second:.2f} G{row.unit}/s", f"{100 * per_second / peak:.0f}%"
 
 
-def _cpu_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+def _cpu_threads():
+    """'2 CPU cores', plus any thread-count variable set for the BLAS (it decides the products' threads)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limits = [f"{name}={os.environ[name]}" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                       "MKL_NUM_THREADS") if name in os.environ]
+    return ", ".join([f"{cores} CPU cores"] + limits)
 
 
 def format_report(report):
     """The profile as text: a row per (layer, op) in the order they first ran, the total, the
     same times summed per op, and the step time with the profiler off to compare the total with."""
-    where = f"{_cpu_cores()} CPU cores" if report.device == "cpu" else report.device
+    where = _cpu_threads() if report.device == "cpu" else report.device
     lines = [f"one training step of {report.model}, batch {report.batch_size}, on {report.device} "
              f"({where}): medians of {report.steps} steps, after {report.warmup} warm-up steps",
              f"peak: {report.peak_gflops:.1f} GFLOP/s (float32 {report.peak_size}×{report.peak_size} "
