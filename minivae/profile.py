@@ -101,10 +101,10 @@ def _flops(op, args, out):
 def _bytes_moved(args, out):
     """(forward, backward) bytes an op must at least move: forward reads its array inputs and writes
     its output; backward reads dL/dy and writes a gradient for each input that needs one."""
-    inputs = [a for a in args.values() if isinstance(a, Tensor) or hasattr(a, "nbytes")]
-    forward = sum(a.nbytes if hasattr(a, "nbytes") else a.data.nbytes for a in inputs) + out.data.nbytes
-    backward = out.data.nbytes + sum(a.data.nbytes for a in inputs
-                                     if isinstance(a, Tensor) and a.requires_grad)
+    tensors = [a for a in args.values() if isinstance(a, Tensor)]
+    arrays = [a for a in args.values() if hasattr(a, "nbytes")]  # NumPy or CuPy arrays passed as such
+    forward = sum(t.data.nbytes for t in tensors) + sum(a.nbytes for a in arrays) + out.data.nbytes
+    backward = out.data.nbytes + sum(t.data.nbytes for t in tensors if t.requires_grad)
     return forward, backward
 
 
@@ -195,7 +195,7 @@ class Profiler:
             row.work = self._work.get(key, [0, 0])
 
     def time_region(self, layer, op, unit=None, work=0):
-        """A `with` block timed as a forward row of its own (the optimizer step)."""
+        """A `with` block timed as a row of its own (the optimizer step), in the forward column."""
         return self._region((layer, op), 0, unit, work)
 
     @contextlib.contextmanager
