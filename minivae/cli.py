@@ -184,5 +184,6 @@ def _parser():
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     p.add_argument("--peak-size", type=int, default=2048, help="side of the matrix product that measures the peak")
+    _kernels_option(p)
     p.set_defaults(run=cmd_profile)
     return parser

@@ -270,6 +270,7 @@ class Report:
     profiled_step_ms: float    # median step with it on (its timers and synchronizations included)
     forward_ms: float          # medians, profiler on: the forward pass (model and loss) as a whole,
     backward_ms: float         # and loss.backward() as a whole
+    kernels: str = "auto"      # backend.kernel_mode() (on a GPU: our CUDA kernels, or CuPy's own)
 
     @property
     def rows_ms(self):
@@ -341,7 +342,7 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
     return Report(model, device, config.batch_size, steps, warmup, peak_gflops(device, peak_size),
                   peak_gbps(device, peak_megabytes), peak_size, peak_megabytes, list(profiler.rows.values()),
                   median_ms(plain), median_ms(profiled), median_ms(passes["forward"]),
-                  median_ms(passes["backward"]))
+                  median_ms(passes["backward"]), backend.kernel_mode())
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def _cpu_threads():
 def format_report(report):
     """The profile as text: a row per (layer, op) in the order they first ran, the total, the
     same times summed per op, and the step time with the profiler off to compare the total with."""
-    where = _cpu_threads() if report.device == "cpu" else report.device
+    where = _cpu_threads() if report.device == "cpu" else f"kernels: {report.kernels}"
     lines = [f"one training step of {report.model}, batch {report.batch_size}, on {report.device} "
              f"({where}): medians of {report.steps} steps, after {report.warmup} warm-up steps",
              f"peak: {report.peak_gflops:.1f} GFLOP/s (float32 {report.peak_size}×{report.peak_size} "
