@@ -141,7 +141,7 @@ def peak_gflops(device="cpu", size=2048, repeats=3):
     return 2 * size ** 3 / _best_seconds(xp, lambda: a @ b, repeats) / 1e9
 
 
-def peak_gbps(device="cpu", megabytes=64, repeats=3):
+def peak_gbps(device="cpu", megabytes=64, repeats=10):
     """GB/s of a float32 c = a + b over `megabytes` per array: reads two arrays, writes one."""
     xp = np if device == "cpu" else backend.require_cuda()
     n = megabytes * 2 ** 20 // 4
