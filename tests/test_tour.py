@@ -5,8 +5,9 @@ drift away from the code.
   nothing, when no ```text block follows). Each stop (a `## ` section) runs in a fresh namespace,
   its blocks in order, as a reader would paste them into a new session.
 - A ```python block whose first line is `# from PATH` quotes a file: its lines must be in PATH, in order.
-- A ```console block: each `$ python -m minivae ...` command must be one the command line accepts,
-  and a profile table's heading must be the one `profile` prints today (its numbers are one machine's).
+- A ```console block: each `$ python -m minivae ...` command (after any VAR=value) must be one the
+  command line accepts, and a profile table's heading must be the one `profile` prints today (its
+  numbers are one machine's).
 - Each "**Open:**" line names files that exist and functions or classes defined in them.
 """
 import contextlib
@@ -116,10 +117,12 @@ def test_console_commands_parse_and_the_profile_table_has_todays_columns():
                 if language == "console"]
     assert consoles
     parser = cli._parser()
-    for code in consoles:
-        for line in code.splitlines():
-            if line.startswith("$ python -m minivae "):
-                parser.parse_args(shlex.split(line[2:])[3:])  # exits (fails the test) on a bad option
+    commands = [shlex.split(line[2:]) for code in consoles for line in code.splitlines() if line.startswith("$ ")]
+    for words in commands:
+        while "=" in words[0]:  # an environment variable set for the command
+            words = words[1:]
+        assert words[:3] == ["python", "-m", "minivae"], f"not a minivae command: {' '.join(words)}"
+        parser.parse_args(words[3:])  # exits (fails the test) on an option the command line lacks
     row = profile.Row("encoder.encoder_conv_0", "conv2d", [0.001], [0.002], [10 ** 6, 10 ** 6], "FLOP")
     report = profile.Report("foster", "cpu", 1, 1, 0, 1.0, 1.0, 64, 1, [row], 3.0, 3.0, 1.0, 2.0)
     heading = next(line for line in profile.format_report(report).splitlines() if line.startswith("layer"))
