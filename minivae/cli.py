@@ -114,6 +114,14 @@ def cmd_sample(args):
 
 def cmd_bench(args):
     from . import bench
+    batch_size = _timed_batch_size(args)
+    result = bench.run(args.model, batch_size, args.steps, args.device, args.data_dir,
+                       synthetic=args.synthetic)
+    print(json.dumps(result))
+
+
+def _timed_batch_size(args):
+    """bench and profile: the batch size they time, checked against the data and memory."""
     _check_model(args.model)
     batch_size = args.batch_size or get_preset(args.model).batch_size
     if args.synthetic:
@@ -122,9 +130,15 @@ def cmd_bench(args):
         sizes = _data_folder("mnist", args.data_dir)[1]
         del sizes["test"]                   # bench reads the training images only
     _check_batch_fits(args.model, batch_size, args.device, sizes)
-    result = bench.run(args.model, batch_size, args.steps, args.device, args.data_dir,
-                       synthetic=args.synthetic)
-    print(json.dumps(result))
+    return batch_size
+
+
+def cmd_profile(args):
+    from . import profile
+    batch_size = _timed_batch_size(args)
+    report = profile.run(args.model, args.device, batch_size, args.steps, args.warmup,
+                         args.data_dir, synthetic=args.synthetic, peak_size=args.peak_size)
+    print(profile.format_report(report))
 
 
 def _first_saying(line):
@@ -337,4 +351,19 @@ def _parser():
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     _kernels_option(p)
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("profile", help="time each op of one training step, forward and backward")
+    p.add_argument("--model", default="foster", help=models)
+    p.add_argument("--device", type=_device, default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch), default=0,
+                   help=f"default 0: {preset_batch}")
+    p.add_argument("--steps", type=_whole_number(1), default=10,
+                   help="profiled steps, of which the medians are shown")
+    p.add_argument("--warmup", type=_whole_number(0), default=3, help="steps run first and not timed")
+    p.add_argument("--data-dir")
+    p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
+    p.add_argument("--peak-size", type=_whole_number(1), default=2048,
+                   help="side of the matrix product that measures the peak")
+    _kernels_option(p)
+    p.set_defaults(run=cmd_profile)
     return parser

@@ -90,6 +90,8 @@ HAPPY = {   # command: (argv, what must then exist, what stdout must say)
     "sample": (["sample", "run", "--out", "new_digits", "--n", "7", "--seed", "3"], ["new_digits.png"],
                "new_digits.png"),
     "bench": (["bench", "--synthetic", "--steps", "1", "--batch-size", "4"], [], '"images_per_s"'),
+    "profile": (["profile", "--synthetic", "--steps", "1", "--warmup", "0", "--batch-size", "4",
+                 "--peak-size", "64"], [], "optimizer"),
 }
 
 

@@ -1,0 +1,99 @@
+"""minivae.profile: the FLOP counts against hand-computed values, then the profiler on real steps."""
+import contextlib
+
+import numpy as np
+import pytest
+
+import minivae
+from minivae import functional as F
+from minivae import profile
+from minivae.cli import main
+from minivae.models import foster_loss, foster_vae
+from minivae.tensor import Tensor
+from minivae.tensor import _state as tensor_state
+
+# ---- 1. FLOP counts ---------------------------------------------------------------------------------
+# Each case: the shapes, which inputs need a gradient, and (forward, backward) worked out by hand.
+FLOP_CASES = [
+    # conv2d x (2, 3, 8, 8), w (4, 3, 3, 3), "same" -> y (2, 4, 8, 8): 2·4·8·8 = 512 outputs,
+    # each a 3·3·3 = 27-term dot product: 2·512·27 = 27648, plus 512 bias adds.
+    ("conv2d", ((2, 3, 8, 8), (4, 3, 3, 3), (2, 4, 8, 8)), ("x", "w", "b"), (27648 + 512, 2 * 27648 + 512)),
+    # a first layer: its input is data, so the backward skips dL/dx
+    ("conv2d", ((2, 3, 8, 8), (4, 3, 3, 3), (2, 4, 8, 8)), ("w", "b"), (27648 + 512, 27648 + 512)),
+    # stride 2 -> y (2, 4, 4, 4): 128 outputs, 2·128·27 = 6912
+    ("conv2d", ((2, 3, 8, 8), (4, 3, 3, 3), (2, 4, 4, 4)), ("x", "w", "b"), (6912 + 128, 2 * 6912 + 128)),
+    # conv_transpose2d x (2, 4, 4, 4), w (4, 3, 3, 3), stride 2 -> y (2, 3, 8, 8): each of the
+    # 2·4·4·4 = 128 input pixels adds a 3·3·3 = 27-number patch: 2·128·27 = 6912, plus 2·3·8·8 = 384 bias adds
+    ("conv_transpose2d", ((2, 4, 4, 4), (4, 3, 3, 3), (2, 3, 8, 8)), ("x", "w", "b"), (6912 + 384, 2 * 6912 + 384)),
+    ("conv_transpose2d", ((2, 4, 4, 4), (4, 3, 3, 3), (2, 3, 8, 8)), ("w",), (6912 + 384, 6912)),
+    # linear x (32, 3136) @ w (3136, 2): 2·32·3136·2 = 401408, plus 64 bias adds
+    ("linear", ((32, 3136), (3136, 2)), ("x", "w", "b"), (401408 + 64, 2 * 401408 + 64)),
+    ("linear", ((5, 7), (7, 3)), ("x",), (2 * 5 * 7 * 3 + 15, 2 * 5 * 7 * 3)),
+]
+COUNTERS = {"conv2d": profile.conv2d_flops, "conv_transpose2d": profile.conv_transpose2d_flops,
+            "linear": profile.linear_flops}
+
+
+@pytest.mark.parametrize("op, shapes, grads, expected", FLOP_CASES, ids=[c[0] for c in FLOP_CASES])
+def test_flop_counts_match_the_hand_computed_ones(op, shapes, grads, expected):
+    assert COUNTERS[op](*shapes, bias=True, grads=grads) == expected
+
+
+def test_the_profiler_counts_what_each_call_needs():
+    """A conv on data (no dL/dx) then a dense layer on its output: the counts the profiler records."""
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.random((2, 3, 8, 8), dtype=np.float32))
+    w = Tensor(rng.random((4, 3, 3, 3), dtype=np.float32), requires_grad=True)
+    b = Tensor(np.zeros(4, np.float32), requires_grad=True)
+    dense_w = Tensor(rng.random((256, 5), dtype=np.float32), requires_grad=True)
+    profiler = profile.Profiler()
+    with profiler.recording():
+        F.linear(F.reshape(F.conv2d(x, w, b, padding="same"), (2, 256)), dense_w).sum().backward()
+    rows = {row.op: row for row in profiler.rows.values()}
+    assert rows["conv2d"].work == [27648 + 512, 27648 + 512]
+    assert rows["linear"].work == [2 * 2 * 256 * 5, 2 * 2 * 256 * 5 * 2]
+    assert rows["conv2d"].unit == "FLOP" and rows["sum"].unit == "B" and rows["reshape"].unit is None
+
+
+# ---- 2. the profiler on training steps ------------------------------------------------------------------
+
+def test_profiling_changes_no_number_and_restores_the_ops(keep_global_rng_state):
+    x = Tensor(np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32))
+    conv2d = F.conv2d
+    losses = []
+    for profiling in (False, True):
+        minivae.manual_seed(0)  # the same weights and the same ε both times
+        model = foster_vae()
+        with profile.Profiler().recording() if profiling else contextlib.nullcontext():
+            loss = foster_loss(x, *model(x))[0]
+            loss.backward()
+        losses.append((loss.item(), model.encoder.encoder_conv_0.weight.grad.copy()))
+    assert losses[0][0] == losses[1][0]
+    np.testing.assert_array_equal(losses[0][1], losses[1][1])
+    assert F.conv2d is conv2d and tensor_state["backward_hook"] is None
+
+
+def test_one_profiled_step_adds_up(keep_global_rng_state):
+    """With one profiled step the medians are that step's times: the rows, each timed inside it,
+    can add up to no more than the whole step, and they cover the layers and the optimizer."""
+    report = profile.run("foster", batch_size=4, steps=1, warmup=1, synthetic=True,
+                         peak_size=64, peak_megabytes=1)
+    ops = {row.op for row in report.rows}
+    assert {"conv2d", "leaky_relu", "linear", "reparameterize", "conv_transpose2d", "sigmoid",
+            "mse_loss", "gaussian_kl", "Adam.step"} <= ops
+    assert all(row.forward_ms >= 0 and row.backward_ms >= 0 for row in report.rows)
+    assert 0 < report.rows_ms <= report.profiled_step_ms
+    backward_rows = sum(row.backward_ms for row in report.rows)
+    assert 0 < backward_rows <= report.backward_ms
+    text = profile.format_report(report)
+    total = next(line for line in text.splitlines() if line.startswith("total of the rows"))
+    fwd, bwd = (float(v) for v in total.split()[4:6])
+    assert fwd + bwd == pytest.approx(report.rows_ms, abs=0.011)
+
+
+def test_profile_command_prints_the_table(capsys, keep_global_rng_state):
+    assert main(["profile", "--model", "chollet", "--synthetic", "--batch-size", "2", "--steps", "1",
+                 "--warmup", "0", "--peak-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder.conv_0" in out and "decoder.conv_t" in out and "RMSprop.step" in out
+    assert "step with the profiler off:" in out
