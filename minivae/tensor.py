@@ -13,6 +13,7 @@ import contextlib
 import numpy as np
 
 from . import backend
+from .workspace import workspace
 
 _state = {"grad_enabled": True, "detect_anomaly": False}
 _scope = []  # names of the layers being called, outermost first (see `layer_scope`)
@@ -210,15 +211,25 @@ class Tensor:
                 report(f"{step:>4}  {node.op or 'leaf':<24} {node.layer or node.name or '-':<22} "
                        f"{str(tuple(g.shape)):<18} {norm:>10.3e} {peak:>10.3e}  {'yes' if finite else 'NO'}")
             if node._backward is None:  # a leaf: keep the gradient (a copy: g may be a shared view)
-                node.grad = g.copy(order="K") if node.grad is None else node.grad + g
+                node.grad = _copy_into(workspace.like(g), g) if node.grad is None else node.grad + g
                 continue
             for inp, g_in in zip(node._inputs, node._backward(g)):
                 if inp is None or g_in is None or not inp.requires_grad:
                     continue
                 g_in = _sum_to_shape(g_in, inp.shape)
                 key = id(inp)
-                pending[key] = pending[key] + g_in if key in pending else g_in  # used twice: add
+                pending[key] = _added(pending[key], g_in, xp) if key in pending else g_in  # used twice
             node._inputs, node._backward = (), None  # release the graph as we go
+
+
+def _copy_into(out, a):
+    out[...] = a
+    return out
+
+
+def _added(a, b, xp):
+    """a + b into a workspace array (neither a nor b is changed: either may be shared)."""
+    return xp.add(a, b, out=workspace.like(a, xp.result_type(a, b)))
 
 
 def _reverse_topological_order(root):
