@@ -85,3 +85,13 @@ def test_a_steady_training_step_takes_no_new_arrays(model):
         tracemalloc.stop()
     assert peak < 2**20
     assert kept and {key: len(arrays) for key, arrays in workspace.kept.items()} == kept
+
+
+def test_bench_reports_few_page_faults_per_step():
+    """`minivae bench` at the steady state: under 500 minor page faults per step (issue 9's bar;
+    before the workspace a foster step at batch 32 took about 9,900), and which BLAS ran."""
+    from minivae import bench
+    result = bench.run("foster", batch_size=16, steps=3, synthetic=True, warmup=3, repeats=2)
+    assert result["minor_faults_per_step"] < 500
+    assert result["images_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["blas"] and "openblas_env" in result
