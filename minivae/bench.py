@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import backend, data, rng
+from . import backend, cpu_kernels, data, rng
 from .train import TrainConfig, build, to_tensor
 
 OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow NumPy
@@ -103,7 +103,7 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
               "ms_per_step": round(1000 * median / steps, 2), "minor_faults_per_step": round(faults, 1),
               "peak_rss_mb": round(peak_rss_mb(), 1)}
     if device == "cpu":
-        result.update(blas_info())
+        result.update(blas_info(), patch_copies=cpu_kernels.describe())
     else:
         result["kernels"] = backend.kernel_mode()
         result["gpu_pool_mb"] = round(backend.require_cuda().get_default_memory_pool().total_bytes() / 2**20, 1)

@@ -21,13 +21,15 @@ layout, and the next convolution reads it back without a copy.
 
 `pads` is always (top, bottom, left, right): "same" padding can be asymmetric.
 
-The padded images and patch matrices come from the workspace (minivae/workspace.py): the same
+On the CPU, where Numba is installed, minivae/cpu_kernels.py builds the same arrays with every core
+(the NumPy lines below are the reference it is tested against). The padded images and patch
+matrices come from the workspace (minivae/workspace.py): the same
 arrays serve every training step instead of being allocated, and faulted in, afresh.
 
 Where `backend.kernels_for` says so (on the GPU by default), kernels/patches.py builds the same
 matrix, element for element, with one CUDA thread per entry instead of kH·kW slices.
 """
-from .. import backend, kernels
+from .. import backend, cpu_kernels, kernels
 from ..workspace import workspace
 
 
@@ -59,12 +61,15 @@ def im2col(x, kernel, stride, pads):
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
     oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
     x_chwn = x.transpose(1, 2, 3, 0)                                # (C, H, W, N) view
+    cols = workspace.empty((c, kh, kw, oh, ow, n), x.dtype, xp)
+    if cpu_kernels.use_for(x):
+        cpu_kernels.im2col(x_chwn, cols, sh, sw, top, left)
+        return cols.reshape(c * kh * kw, oh * ow * n)
     if any(pads):
         padded = workspace.zeros((c, h + top + bottom, w + left + right, n), x.dtype, xp)
         padded[:, top:top + h, left:left + w] = x_chwn
     else:
         padded = x_chwn
-    cols = workspace.empty((c, kh, kw, oh, ow, n), x.dtype, xp)
     for i in range(kh):
         for j in range(kw):  # kernel offset (i, j) sees pixels i, i + sH, i + 2·sH, ...
             cols[:, i, j] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw]
@@ -83,6 +88,10 @@ def col2im(cols, shape, kernel, stride, pads):
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
     oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
     cols = cols.reshape(c, kh, kw, oh, ow, n)
+    if cpu_kernels.use_for(cols):
+        out = workspace.empty((c, h, w, n), cols.dtype, xp)
+        cpu_kernels.col2im(cols, out, sh, sw, top, left)
+        return out.transpose(3, 0, 1, 2)
     padded = workspace.zeros((c, h + top + bottom, w + left + right, n), cols.dtype, xp)
     for i in range(kh):
         for j in range(kw):  # the same slices im2col read, now added back (no np.add.at needed)
