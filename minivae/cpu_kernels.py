@@ -1,4 +1,4 @@
-"""Numba CPU kernels for the patch copies of the convolutions, run on every core.
+"""Numba CPU kernels for the patch copies of the convolutions and for leaky_relu, run on every core.
 
 NumPy runs im2col's and col2im's strided slice copies on one core; only the matrix products use
 them all. These two kernels compute the same arrays as the NumPy expressions in
@@ -11,6 +11,9 @@ shared out among Numba's threads (`prange`):
   order NumPy's loop over the kernel offsets (i, j) adds them, starting from 0: the same sums
   in the same order, so the same bits. Each pixel is written by one thread, so no thread count
   changes a result.
+- leaky_relu's forward makes its slope (1 or a) and y = slope·x in one pass over memory instead of
+  NumPy's five, and its backward multiplies by the slope on every core (both the same float32
+  products as functional/activations.py's NumPy lines).
 
 Only float32 (the training dtype) takes this path, so that the compiled versions are few: compiled
 on first use and cached on disk (cache=True), they cost about 1.7 s at a process's first convolution
@@ -59,7 +62,7 @@ def _compile():
             # busy between kernels, which the BLAS's threads (and other processes) then lacked.
             numba.config.THREADING_LAYER = "workqueue"
         prange = numba.prange
-        for kernel in (im2col_chwn, col2im_chwn):
+        for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat, multiply_flat):
             _compiled[kernel.__name__] = numba.njit(parallel=True, cache=True)(kernel)
     return True
 
@@ -70,6 +73,45 @@ def im2col(x_chwn, cols, sh, sw, top, left):
 
 def col2im(cols, out, sh, sw, top, left):
     _compiled["col2im_chwn"](cols, out, sh, sw, top, left)
+
+
+def leaky_relu(x, y, slope, negative_slope):
+    """Fill y and slope (laid out as x) with leaky_relu's output and slope; False (nothing done)
+    where the three cannot be walked as one flat run of memory."""
+    flats = [in_memory_order(a) for a in (x, y, slope)]
+    if any(f is None for f in flats) or not x.strides == y.strides == slope.strides:
+        return False
+    _compiled["leaky_relu_flat"](*flats, np.float32(negative_slope))
+    return True
+
+
+def multiply(a, b, out):
+    """out = a · b elementwise, as np.multiply; False (nothing done) unless all three share a layout."""
+    flats = [in_memory_order(v) for v in (a, b, out)]
+    if any(f is None for f in flats) or not a.strides == b.strides == out.strides:
+        return False
+    _compiled["multiply_flat"](*flats)
+    return True
+
+
+def in_memory_order(a):
+    """a's elements as a 1-D view in the order they sit in memory, or None where they have gaps."""
+    order = sorted(range(a.ndim), key=lambda axis: -a.strides[axis])
+    walked = a.transpose(order)
+    return walked.reshape(-1) if walked.flags.c_contiguous else None
+
+
+def leaky_relu_flat(x, y, slope, negative_slope):
+    """slope = 1 where x > 0, a where x <= 0, 0 where x is NaN (as (x <= 0)·a + (x > 0)); y = x·slope."""
+    for k in prange(x.size):
+        s = np.float32(1) if x[k] > 0 else (negative_slope if x[k] <= 0 else np.float32(0))
+        slope[k] = s
+        y[k] = x[k] * s
+
+
+def multiply_flat(a, b, out):
+    for k in prange(a.size):
+        out[k] = a[k] * b[k]
 
 
 def im2col_chwn(x, cols, sh, sw, top, left):

@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from minivae import cpu_kernels
+from minivae import Tensor, cpu_kernels
+from minivae import functional as F
 from minivae.functional.im2col import col2im, im2col
 
 pytest.importorskip("numba")
@@ -45,6 +46,27 @@ def test_im2col_and_col2im_equal_the_numpy_reference(case, layout):
     cols = rng.standard_normal(reference.shape, dtype=np.float32)
     reference, fast = reference_and_fast(col2im, cols, shape, kernel, stride, pads)
     assert np.array_equal(fast, reference)  # the same sums in the same order
+
+
+def leaky_relu_value_and_grad(x, g):
+    t = Tensor(x, requires_grad=True)
+    y = F.leaky_relu(t, 0.3)
+    y.backward(g)
+    return np.stack([y.data, t.grad])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "CHWN view", "sliced (not one run of memory)"])
+def test_leaky_relu_equals_the_numpy_reference(layout):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, 6), dtype=np.float32)
+    x.flat[:4] = [0.0, -0.0, np.nan, -np.inf]  # the slope's edge cases: x = ±0 gets a, NaN gets 0
+    g = rng.standard_normal(x.shape, dtype=np.float32)
+    if layout == "CHWN view":
+        x, g = (np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2) for a in (x, g))
+    elif layout.startswith("sliced"):
+        x, g = x[:, :, ::2], g[:, :, ::2]
+    reference, fast = reference_and_fast(leaky_relu_value_and_grad, x, g)
+    assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32))  # bit for bit, signed zeros too
 
 
 def test_other_dtypes_take_the_numpy_path():
