@@ -21,13 +21,14 @@ _scope = []  # names of the layers being called, outermost first (see `layer_sco
 
 @contextlib.contextmanager
 def no_grad():
-    """Inside this block ops record no graph (evaluation, optimizer updates)."""
-    previous = _state["grad_enabled"]
-    _state["grad_enabled"] = False
+    """Inside this block ops record no graph (evaluation, optimizer updates), and take no arrays
+    from the workspace: evaluation at another batch size would otherwise keep a second set."""
+    previous = _state["grad_enabled"], workspace.enabled
+    _state["grad_enabled"], workspace.enabled = False, False
     try:
         yield
     finally:
-        _state["grad_enabled"] = previous
+        _state["grad_enabled"], workspace.enabled = previous
 
 
 def is_grad_enabled():

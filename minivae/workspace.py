@@ -15,8 +15,9 @@ the graph is built and whenever it is released; an array still in use is never h
 The contents of a handed-out array are garbage: every caller writes all of it (`out=`, `[...] =`)
 or asks for `zeros`. Which free array a call gets changes nothing in the results, so the same seed
 still gives the same numbers bit for bit. The same code serves CuPy arrays (where fixed buffers are
-what a CUDA graph needs). Free arrays of shapes not asked for lately are dropped once the kept ones
-pass `limit_bytes`, so evaluating at another batch size does not keep both sets forever.
+what a CUDA graph needs). Under `no_grad()` (evaluation, sampling) ops allocate as usual, so an
+evaluation at another batch size keeps no second set; and free arrays of shapes not asked for
+lately are dropped once the kept ones pass `limit_bytes`.
 """
 import collections
 import sys

@@ -60,6 +60,15 @@ def test_workspace_arrays_do_not_leak_between_forward_passes():
     assert np.array_equal(y1.data, expected)
 
 
+def test_no_grad_takes_nothing_from_the_workspace():
+    from minivae import no_grad
+    before = workspace.kept_bytes
+    x = Tensor(np.ones((7, 3, 9, 9), np.float32))
+    with no_grad():
+        F.leaky_relu(F.conv2d(x, np.ones((2, 3, 3, 3), np.float32), padding=1))
+    assert workspace.kept_bytes == before and workspace.enabled
+
+
 @pytest.mark.parametrize("model", ["foster", "chollet"])
 def test_a_steady_training_step_takes_no_new_arrays(model):
     """After two steps the workspace holds all a step needs: a third adds no array to it, and
