@@ -212,7 +212,7 @@ class Tensor:
                 report(f"{step:>4}  {node.op or 'leaf':<24} {node.layer or node.name or '-':<22} "
                        f"{str(tuple(g.shape)):<18} {norm:>10.3e} {peak:>10.3e}  {'yes' if finite else 'NO'}")
             if node._backward is None:  # a leaf: keep the gradient (a copy: g may be a shared view)
-                node.grad = _copy_into(workspace.like(g), g) if node.grad is None else node.grad + g
+                node.grad = workspace.copy(g) if node.grad is None else node.grad + g
                 continue
             for inp, g_in in zip(node._inputs, node._backward(g)):
                 if inp is None or g_in is None or not inp.requires_grad:
@@ -221,11 +221,6 @@ class Tensor:
                 key = id(inp)
                 pending[key] = _added(pending[key], g_in, xp) if key in pending else g_in  # used twice
             node._inputs, node._backward = (), None  # release the graph as we go
-
-
-def _copy_into(out, a):
-    out[...] = a
-    return out
 
 
 def _added(a, b, xp):

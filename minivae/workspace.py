@@ -84,6 +84,12 @@ class Workspace:
         base = self.empty([a.shape[axis] for axis in order], dtype, xp)
         return base.transpose(np.argsort(order))
 
+    def copy(self, a):
+        """A copy of a in a workspace array laid out as a is."""
+        out = self.like(a)
+        out[...] = a
+        return out
+
     def clear(self):
         """Forget every kept array (those still in use live on with their users)."""
         self.kept.clear()

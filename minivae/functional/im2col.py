@@ -42,7 +42,9 @@ def to_chwn(x):
     """(N, C, H, W) -> the matrix (C, H·W·N) the products use: free if x is a CHWN view, else one copy."""
     x_chwn = x.transpose(1, 2, 3, 0)
     if not x_chwn.flags.c_contiguous:
-        x_chwn = _copy_into(workspace.empty(x_chwn.shape, x.dtype, backend.array_module(x)), x_chwn)
+        contiguous = workspace.empty(x_chwn.shape, x.dtype, backend.array_module(x))
+        contiguous[...] = x_chwn
+        x_chwn = contiguous
     return x_chwn.reshape(x.shape[1], -1)
 
 
@@ -97,8 +99,3 @@ def col2im(cols, shape, kernel, stride, pads):
         for j in range(kw):  # the same slices im2col read, now added back (no np.add.at needed)
             padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
     return padded[:, top:top + h, left:left + w].transpose(3, 0, 1, 2)
-
-
-def _copy_into(out, a):
-    out[...] = a
-    return out
