@@ -28,8 +28,8 @@ from . import backend
 
 
 def _references_when_free():
-    """sys.getrefcount of an array that only a workspace list holds, as seen inside `_is_free`
-    (calibrated rather than assumed: the count depends on the Python version)."""
+    """sys.getrefcount of an array that only a workspace list holds, as seen from the loops in
+    Workspace (calibrated rather than assumed: the count depends on the Python version)."""
     for array in [np.empty(0)]:  # the same pattern as the loops below: a list and a loop name
         return _count(array)
 
@@ -39,7 +39,8 @@ def _count(array):
 
 
 class Workspace:
-    """Arrays kept by (device, shape, dtype), each handed out again once nobody else holds it."""
+    """Arrays kept by (array module, shape, dtype), each handed out again once nobody else holds it.
+    (One GPU per process is assumed: CuPy arrays on two devices would share a key.)"""
 
     def __init__(self, limit_bytes=1 << 30):
         self.limit_bytes = limit_bytes
