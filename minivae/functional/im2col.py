@@ -21,7 +21,7 @@ layout, and the next convolution reads it back without a copy.
 
 `pads` is always (top, bottom, left, right): "same" padding can be asymmetric.
 
-On the CPU, where Numba is installed, minivae/cpu_kernels.py builds the same arrays with every core
+On the CPU, where Numba is installed, minivae/cpu_kernels.py builds the same arrays in one pass
 (the NumPy lines below are the reference it is tested against). The padded images and patch
 matrices come from the workspace (minivae/workspace.py): the same
 arrays serve every training step instead of being allocated, and faulted in, afresh.
