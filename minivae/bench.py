@@ -1,11 +1,23 @@
-"""Time training steps of a book VAE: images/s, ms per step, peak memory (`minivae bench`)."""
+"""Time training steps of a book VAE at the steady state (`minivae bench`): the median of several
+repeats in images/s and ms per step, minor page faults per step, peak memory, and which BLAS ran
+with how many threads.
+
+A step here is the training loop's step (minivae/train.py): a shuffled MNIST batch, forward,
+backward, optimizer step. The first steps are slower (the workspace fills up, the BLAS starts its
+threads), so `warmup` steps run untimed first.
+"""
+import ctypes
+import os
 import resource
+import statistics
 import time
 
 import numpy as np
 
-from . import backend, data, rng
+from . import backend, cpu_kernels, data, rng
 from .train import TrainConfig, build, to_tensor
+
+OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow NumPy
 
 
 def peak_rss_mb():
@@ -13,24 +25,64 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, synthetic=False, warmup=3):
+def minor_faults():
+    """Pages this process has touched for the first time so far (each one zeroed by the kernel)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def blas_info():
+    """Which BLAS NumPy runs and with how many threads (threadpoolctl's answer where it is
+    installed, else NumPy's build configuration and OpenBLAS's own count), and the OPENBLAS_*
+    tuning variables set in this process's environment."""
+    info = {"openblas_env": {name: os.environ[name] for name in OPENBLAS_TUNING if name in os.environ}}
+    try:
+        import threadpoolctl
+        pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            info.update(blas=f"{pools[0]['internal_api']} {pools[0]['version']}",
+                        blas_threads=pools[0]["num_threads"])
+            return info
+    except ImportError:
+        pass
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    info.update(blas=f"{blas.get('name')} {blas.get('version')}", blas_threads=_openblas_threads())
+    return info
+
+
+def _openblas_threads():
+    """OpenBLAS's thread count, asked through its C API in the library NumPy loaded (None if unknown)."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    for path in paths:
+        library = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                     "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(library, name):
+                return int(getattr(library, name)())
+    return None
+
+
+def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, synthetic=False,
+        warmup=10, repeats=5):
+    """Time `repeats` runs of `steps` training steps after `warmup` untimed ones; report the
+    median run's images/s and ms per step, and minor page faults per step over all timed steps."""
     config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
     net, optimizer, loss_fn = build(config)
     if synthetic:
         images = rng.generator("bench").random((batch_size * 8, 1, 28, 28), dtype=np.float32)
     else:
         images, _ = data.load_mnist("train", "mnist", data_dir, quiet=True)
-    batches = data.batches(images, batch_size, shuffle=True, generator=rng.generator("shuffle"),
-                           drop_last=True)
+    batches = iter(())
 
     def step():
         nonlocal batches
-        try:
-            x = next(batches)
-        except StopIteration:
-            batches = data.batches(images, batch_size, generator=rng.generator("shuffle"), drop_last=True)
-            x = next(batches)
-        loss, _, _ = loss_fn(*(lambda x: (x, *net(x)))(to_tensor(x, device)))
+        index = next(batches, None)
+        if index is None:  # a new epoch, shuffled as the training loop does it
+            batches = data.batches(np.arange(len(images)), batch_size, generator=rng.generator("shuffle"),
+                                   drop_last=True)
+            index = next(batches)
+        x = to_tensor(images[index], device)
+        loss, _, _ = loss_fn(x, *net(x))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -38,14 +90,21 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
 
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - start
+    seconds, faults = [], minor_faults()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        seconds.append(time.perf_counter() - start)
+    faults = (minor_faults() - faults) / (steps * repeats)
+    median = statistics.median(seconds)
     result = {"model": model, "device": device, "batch_size": batch_size, "steps": steps,
-              "images_per_s": round(batch_size * steps / seconds, 1),
-              "ms_per_step": round(1000 * seconds / steps, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
-    if device != "cpu":
+              "repeats": repeats, "images_per_s": round(batch_size * steps / median, 1),
+              "ms_per_step": round(1000 * median / steps, 2), "minor_faults_per_step": round(faults, 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1)}
+    if device == "cpu":
+        result.update(blas_info(), patch_copies=cpu_kernels.describe())
+    else:
         result["kernels"] = backend.kernel_mode()
         result["gpu_pool_mb"] = round(backend.require_cuda().get_default_memory_pool().total_bytes() / 2**20, 1)
     return result

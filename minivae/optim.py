@@ -17,13 +17,16 @@ Defaults and formulas are Keras's, which both books train with.
 
 RMSprop and Adam also have a fused CUDA kernel each (kernels/optim.py: one pass that updates the
 parameter and its state in place), which `update` runs where `backend.kernels_for` says so (on the
-GPU by default); the xp lines are the reference, and the CPU path.
+GPU by default); the xp lines are the reference, and the CPU path. They update in place, each
+product written into a scratch array from the workspace (`out=`), in the order the formula reads,
+so a step allocates nothing and gives the same bits as the formula written out.
 """
 import math
 
 import numpy as np
 
 from . import backend, kernels
+from .workspace import workspace
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "StepDecay", "make_optimizer", "OPTIMIZERS"]
 
@@ -133,10 +136,15 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     def update(self, param, grad, velocity):
-        velocity[...] = self.momentum * velocity - self.lr * grad
+        xp = backend.array_module(param)
+        lr_g = xp.multiply(grad, self.lr, out=workspace.like(grad))      # lr·g
+        velocity *= self.momentum
+        velocity -= lr_g                                                 # v = momentum·v − lr·g
         if self.nesterov:
             # look ahead: the step the velocity is about to take, plus this gradient's step
-            param += self.momentum * velocity - self.lr * grad
+            ahead = xp.multiply(velocity, self.momentum, out=workspace.like(param))
+            ahead -= lr_g
+            param += ahead
         else:
             param += velocity
 
@@ -166,11 +174,20 @@ class RMSprop(Optimizer):
             kernels.rmsprop_update(param, grad, mean_square, self.lr, self.rho, self.eps, self.eps_inside_root)
             return
         xp = backend.array_module(param)
-        mean_square[...] = self.rho * mean_square + (1 - self.rho) * grad * grad
+        step, root = workspace.like(param), workspace.like(param)
+        xp.multiply(grad, 1 - self.rho, out=step)
+        step *= grad
+        mean_square *= self.rho
+        mean_square += step                                    # s = rho·s + (1 − rho)·g²
         if self.eps_inside_root:
-            param -= self.lr * grad / xp.sqrt(mean_square + self.eps)
+            xp.add(mean_square, self.eps, out=root)
+            xp.sqrt(root, out=root)                            # √(s + eps)
         else:
-            param -= self.lr * grad / (xp.sqrt(mean_square) + self.eps)
+            xp.sqrt(mean_square, out=root)
+            root += self.eps                                   # √s + eps
+        xp.multiply(grad, self.lr, out=step)
+        step /= root
+        param -= step                                          # p = p − lr·g / root
 
 
 class Adam(Optimizer):
@@ -201,9 +218,19 @@ class Adam(Optimizer):
         if self.fused_kernel_for(param, m, v):
             kernels.adam_update(param, grad, m, v, lr_t, self.beta1, self.beta2, self.eps)
             return
-        m[...] = self.beta1 * m + (1 - self.beta1) * grad
-        v[...] = self.beta2 * v + (1 - self.beta2) * grad * grad
-        param -= lr_t * m / (xp.sqrt(v) + self.eps)
+        step, root = workspace.like(param), workspace.like(param)
+        xp.multiply(grad, 1 - self.beta1, out=step)
+        m *= self.beta1
+        m += step                                              # m = β1·m + (1 − β1)·g
+        xp.multiply(grad, 1 - self.beta2, out=step)
+        step *= grad
+        v *= self.beta2
+        v += step                                              # v = β2·v + (1 − β2)·g²
+        xp.sqrt(v, out=root)
+        root += self.eps
+        xp.multiply(m, lr_t, out=step)
+        step /= root
+        param -= step                                          # p = p − lr_t·m / (√v + eps)
 
 
 class StepDecay:

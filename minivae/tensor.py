@@ -13,6 +13,7 @@ import contextlib
 import numpy as np
 
 from . import backend
+from .workspace import workspace
 
 _state = {"grad_enabled": True, "detect_anomaly": False, "backward_hook": None}
 _scope = []  # names of the layers being called, outermost first (see `layer_scope`)
@@ -20,13 +21,14 @@ _scope = []  # names of the layers being called, outermost first (see `layer_sco
 
 @contextlib.contextmanager
 def no_grad():
-    """Inside this block ops record no graph (evaluation, optimizer updates)."""
-    previous = _state["grad_enabled"]
-    _state["grad_enabled"] = False
+    """Inside this block ops record no graph (evaluation, optimizer updates), and take no arrays
+    from the workspace: evaluation at another batch size would otherwise keep a second set."""
+    previous = _state["grad_enabled"], workspace.enabled
+    _state["grad_enabled"], workspace.enabled = False, False
     try:
         yield
     finally:
-        _state["grad_enabled"] = previous
+        _state["grad_enabled"], workspace.enabled = previous
 
 
 def is_grad_enabled():
@@ -226,7 +228,7 @@ class Tensor:
                 report(f"{step:>4}  {node.op or 'leaf':<24} {node.layer or node.name or '-':<22} "
                        f"{str(tuple(g.shape)):<18} {norm:>10.3e} {peak:>10.3e}  {'yes' if finite else 'NO'}")
             if node._backward is None:  # a leaf: keep the gradient (a copy: g may be a shared view)
-                node.grad = g.copy(order="K") if node.grad is None else node.grad + g
+                node.grad = workspace.copy(g) if node.grad is None else node.grad + g
                 continue
             grads_in = node._backward(g) if hook is None else hook(node, g)
             for inp, g_in in zip(node._inputs, grads_in):
@@ -234,7 +236,7 @@ class Tensor:
                     continue
                 g_in = _sum_to_shape(g_in, inp.shape)
                 key = id(inp)
-                pending[key] = pending[key] + g_in if key in pending else g_in  # used twice: add
+                pending[key] = _added(pending[key], g_in, xp) if key in pending else g_in  # used twice
             node._inputs, node._backward = (), _freed  # release the graph as we go
 
 
@@ -243,6 +245,11 @@ def _freed(grad_out):
     rather than silently give no gradient)."""
     raise RuntimeError("backward: the graph was freed by an earlier backward() through it; run the "
                        "forward pass again to get a new graph (one backward per forward)")
+
+
+def _added(a, b, xp):
+    """a + b into a workspace array (neither a nor b is changed: either may be shared)."""
+    return xp.add(a, b, out=workspace.like(a, xp.result_type(a, b)))
 
 
 def _reverse_topological_order(root):

@@ -3,6 +3,7 @@ two array computations several ops share (a matrix product, a bias gradient), ea
 run one of our CUDA kernels (see backend.use_kernels)."""
 from .. import backend, kernels
 from ..tensor import Tensor, as_tensor
+from ..workspace import workspace
 
 
 def tensors(*items, like=None):
@@ -46,10 +47,12 @@ def check_ndim(op, name, t, ndim, layout=""):
 
 def matmul_arrays(a, b):
     """a @ b for 2-D arrays: xp's `@` (cuBLAS on a GPU), or our tiled GEMM kernel where
-    backend.use_matmul("tiled") asks for it and kernels are on."""
+    backend.use_matmul("tiled") asks for it and kernels are on. The result is a workspace array."""
     if backend.tiled_matmul_for(a, b):
         return kernels.gemm(a, b)
-    return a @ b
+    xp = backend.array_module(a, b)
+    out = workspace.empty((a.shape[0], b.shape[1]), xp.result_type(a, b), xp)
+    return xp.matmul(a, b, out=out)
 
 
 def bias_grad(g):

@@ -3,9 +3,12 @@ the activation's slope at x.
 
 Each has a CUDA kernel pair in kernels/activations.py computing the same numbers; an op runs it
 where `backend.kernels_for` says so (on the GPU by default), and its xp expression otherwise.
+The xp expressions write into workspace arrays laid out as x is (`out=`), so a training step
+reuses the same memory (minivae/workspace.py).
 """
-from .. import backend, kernels
+from .. import backend, cpu_kernels, kernels
 from ..tensor import Tensor
+from ..workspace import workspace
 from ._common import check_float, tensors, xp_of
 
 __all__ = ["relu", "leaky_relu", "sigmoid"]
@@ -19,8 +22,9 @@ def relu(x):
     if backend.kernels_for(x.data):
         y = kernels.relu_forward(x.data)
         return Tensor.from_op(y, (x,), lambda g: (kernels.relu_backward(x.data, g),), "relu")
-    positive = x.data > 0
-    return Tensor.from_op(xp.maximum(x.data, 0), (x,), lambda g: (g * positive,), "relu")
+    positive = xp.greater(x.data, 0, out=workspace.like(x.data, bool))
+    y = xp.maximum(x.data, 0, out=workspace.like(x.data))
+    return Tensor.from_op(y, (x,), lambda g: (xp.multiply(g, positive, out=workspace.like(g)),), "relu")
 
 
 def leaky_relu(x, negative_slope=0.01):
@@ -28,19 +32,25 @@ def leaky_relu(x, negative_slope=0.01):
 
     Both are a product with the slope s = 1 or a at each x, so s is computed once and kept:
     y = s·x, dL/dx = s·dL/dy. (Plain products also keep x's memory layout and run 10× faster
-    than `where` on the transposed views that convolutions return.)
+    than `where` on the transposed views that convolutions return.) On the CPU with Numba,
+    cpu_kernels.leaky_relu makes s and y in one pass: the same float32 products.
     """
     (x,) = tensors(x)
-    xp_of("leaky_relu", x)
+    xp = xp_of("leaky_relu", x)
     check_float("leaky_relu", x=x)
     if backend.kernels_for(x.data):  # the kernels test x > 0 again in backward instead of keeping s
         y = kernels.leaky_relu_forward(x.data, negative_slope)
         return Tensor.from_op(y, (x,), lambda g: (kernels.leaky_relu_backward(x.data, g, negative_slope),),
                               "leaky_relu")
-    slope = (x.data <= 0).astype(x.dtype)   # 1 where x <= 0, else 0 ...
-    slope *= negative_slope                 # ... a where x <= 0 ...
-    slope += x.data > 0                     # ... plus 1 where x > 0: exactly 1 or a
-    return Tensor.from_op(x.data * slope, (x,), lambda g: (g * slope,), "leaky_relu")
+    y, slope = workspace.like(x.data), workspace.like(x.data)
+    if not (cpu_kernels.use_for(x.data) and cpu_kernels.leaky_relu(x.data, y, slope, negative_slope)):
+        positive = xp.greater(x.data, 0, out=workspace.like(x.data, bool))
+        xp.less_equal(x.data, 0, out=slope)     # 1 where x <= 0, else 0 ...
+        slope *= negative_slope                 # ... a where x <= 0 ...
+        slope += positive                       # ... plus 1 where x > 0
+        xp.multiply(x.data, slope, out=y)
+
+    return Tensor.from_op(y, (x,), lambda g: (xp.multiply(g, slope, out=workspace.like(g)),), "leaky_relu")
 
 
 def sigmoid_array(xp, a):

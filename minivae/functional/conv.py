@@ -14,6 +14,7 @@ import numbers
 
 from .. import backend
 from ..tensor import Tensor
+from ..workspace import workspace
 from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, xp_of
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 
@@ -141,7 +142,11 @@ def _scatter(x_mat, w, shape, stride, pads):
     w_mat = w.reshape(w.shape[0], -1)
     # With one channel in (a conv2d with C_out = 1) Wᵀ @ X is an outer product: broadcasting does it
     # 3-4× faster than OpenBLAS, whose matrix product is unusually slow when the inner size is 1.
-    cols = w_mat.T * x_mat if w_mat.shape[0] == 1 else matmul_arrays(w_mat.T, x_mat)
+    if w_mat.shape[0] == 1:
+        xp = backend.array_module(x_mat)
+        cols = xp.multiply(w_mat.T, x_mat, out=workspace.empty((w_mat.shape[1], x_mat.shape[1]), x_mat.dtype, xp))
+    else:
+        cols = matmul_arrays(w_mat.T, x_mat)
     return col2im(cols, shape, w.shape[2:], stride, pads)
 
 

@@ -21,10 +21,16 @@ layout, and the next convolution reads it back without a copy.
 
 `pads` is always (top, bottom, left, right): "same" padding can be asymmetric.
 
+On the CPU, where Numba is installed, minivae/cpu_kernels.py builds the same arrays in one pass
+(the NumPy lines below are the reference it is tested against). The padded images and patch
+matrices come from the workspace (minivae/workspace.py): the same
+arrays serve every training step instead of being allocated, and faulted in, afresh.
+
 Where `backend.kernels_for` says so (on the GPU by default), kernels/patches.py builds the same
 matrix, element for element, with one CUDA thread per entry instead of kH·kW slices.
 """
-from .. import backend, kernels
+from .. import backend, cpu_kernels, kernels
+from ..workspace import workspace
 
 
 def conv_output_size(size, kernel, stride, pad_before, pad_after):
@@ -34,8 +40,12 @@ def conv_output_size(size, kernel, stride, pad_before, pad_after):
 
 def to_chwn(x):
     """(N, C, H, W) -> the matrix (C, H·W·N) the products use: free if x is a CHWN view, else one copy."""
-    xp = backend.array_module(x)
-    return xp.ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(x.shape[1], -1)
+    x_chwn = x.transpose(1, 2, 3, 0)
+    if not x_chwn.flags.c_contiguous:
+        contiguous = workspace.empty(x_chwn.shape, x.dtype, backend.array_module(x))
+        contiguous[...] = x_chwn
+        x_chwn = contiguous
+    return x_chwn.reshape(x.shape[1], -1)
 
 
 def from_chwn(y, shape):
@@ -53,12 +63,15 @@ def im2col(x, kernel, stride, pads):
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
     oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
     x_chwn = x.transpose(1, 2, 3, 0)                                # (C, H, W, N) view
+    cols = workspace.empty((c, kh, kw, oh, ow, n), x.dtype, xp)
+    if cpu_kernels.use_for(x):
+        cpu_kernels.im2col(x_chwn, cols, sh, sw, top, left)
+        return cols.reshape(c * kh * kw, oh * ow * n)
     if any(pads):
-        padded = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=x.dtype)
+        padded = workspace.zeros((c, h + top + bottom, w + left + right, n), x.dtype, xp)
         padded[:, top:top + h, left:left + w] = x_chwn
     else:
         padded = x_chwn
-    cols = xp.empty((c, kh, kw, oh, ow, n), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):  # kernel offset (i, j) sees pixels i, i + sH, i + 2·sH, ...
             cols[:, i, j] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw]
@@ -77,7 +90,11 @@ def col2im(cols, shape, kernel, stride, pads):
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
     oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
     cols = cols.reshape(c, kh, kw, oh, ow, n)
-    padded = xp.zeros((c, h + top + bottom, w + left + right, n), dtype=cols.dtype)
+    if cpu_kernels.use_for(cols):
+        out = workspace.empty((c, h, w, n), cols.dtype, xp)
+        cpu_kernels.col2im(cols, out, sh, sw, top, left)
+        return out.transpose(3, 0, 1, 2)
+    padded = workspace.zeros((c, h + top + bottom, w + left + right, n), cols.dtype, xp)
     for i in range(kh):
         for j in range(kw):  # the same slices im2col read, now added back (no np.add.at needed)
             padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]

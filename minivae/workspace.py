@@ -1,0 +1,117 @@
+"""Arrays reused from one training step to the next, so that a step allocates (almost) nothing.
+
+A training step makes the same arrays every time: patch matrices, matrix products, activations,
+gradients, all of the same shapes. Allocated afresh, the large ones are handed back to the
+operating system when freed and mapped again at the next step, and every page of them is then
+touched for the first time again (a "minor page fault", zeroed by the kernel): on a 2-core machine
+that cost as much time as the arithmetic. The workspace keeps them instead.
+
+`empty(shape, dtype, xp)` hands back an array that nobody else holds: one it made before, of that
+shape and dtype, if one is free, else a new one that it keeps. "Free" is read off the array's
+reference count: only the workspace holds it, so neither a Tensor, nor a backward closure, nor a
+view (a view holds its base) can still need its numbers. That is what makes reuse safe however
+the graph is built and whenever it is released; an array still in use is never handed out twice.
+
+The contents of a handed-out array are garbage: every caller writes all of it (`out=`, `[...] =`)
+or asks for `zeros`. Which free array a call gets changes nothing in the results, so the same seed
+still gives the same numbers bit for bit. The same code serves CuPy arrays (where fixed buffers are
+what a CUDA graph needs). Under `no_grad()` (evaluation, sampling) ops allocate as usual, so an
+evaluation at another batch size keeps no second set; and free arrays of shapes not asked for
+lately are dropped once the kept ones pass `limit_bytes`.
+"""
+import collections
+import sys
+
+import numpy as np
+
+from . import backend
+
+
+def _references_when_free():
+    """sys.getrefcount of an array that only a workspace list holds, as seen from the loops in
+    Workspace (calibrated rather than assumed: the count depends on the Python version)."""
+    for array in [np.empty(0)]:  # the same pattern as the loops below: a list and a loop name
+        return _count(array)
+
+
+def _count(array):
+    return sys.getrefcount(array)
+
+
+class Workspace:
+    """Arrays kept by (array module, shape, dtype), each handed out again once nobody else holds it.
+    (One GPU per process is assumed: CuPy arrays on two devices would share a key.)"""
+
+    def __init__(self, limit_bytes=1 << 30):
+        self.limit_bytes = limit_bytes
+        self.kept = collections.OrderedDict()  # key -> list of arrays, the least recently used first
+        self.kept_bytes = 0
+        self.enabled = True
+
+    def empty(self, shape, dtype, xp=np):
+        """An array of `shape` and `dtype` that no one else holds; its contents are garbage."""
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        if not self.enabled:
+            return xp.empty(shape, dtype)
+        key = (xp.__name__, shape, dtype.str)
+        arrays = self.kept.get(key)
+        if arrays is None:
+            arrays = self.kept[key] = []
+        else:
+            self.kept.move_to_end(key)
+            for array in arrays:
+                if _count(array) == _FREE:
+                    return array
+        array = xp.empty(shape, dtype)
+        arrays.append(array)
+        self.kept_bytes += array.nbytes
+        if self.kept_bytes > self.limit_bytes:
+            self._drop_old_free_arrays()
+        return array
+
+    def zeros(self, shape, dtype, xp=np):
+        out = self.empty(shape, dtype, xp)
+        out.fill(0)
+        return out
+
+    def like(self, a, dtype=None):
+        """An array of a's shape and dtype (or `dtype`) laid out in memory as a is (so elementwise ops writing
+        into it keep the layout the convolutions return), contents garbage."""
+        xp = backend.array_module(a)
+        dtype = a.dtype if dtype is None else dtype
+        if a.flags.c_contiguous or a.ndim < 2:
+            return self.empty(a.shape, dtype, xp)
+        order = sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis]))  # slowest axis first
+        base = self.empty([a.shape[axis] for axis in order], dtype, xp)
+        return base.transpose(np.argsort(order))
+
+    def copy(self, a):
+        """A copy of a in a workspace array laid out as a is."""
+        out = self.like(a)
+        out[...] = a
+        return out
+
+    def clear(self):
+        """Forget every kept array (those still in use live on with their users)."""
+        self.kept.clear()
+        self.kept_bytes = 0
+
+    def _drop_old_free_arrays(self):
+        for key in list(self.kept)[:-1]:  # never the key just asked for
+            arrays = self.kept[key]
+            in_use = []
+            for array in arrays:
+                if _count(array) == _FREE:
+                    self.kept_bytes -= array.nbytes
+                else:
+                    in_use.append(array)
+            arrays[:] = in_use
+            if not arrays:
+                del self.kept[key]
+            if self.kept_bytes <= self.limit_bytes:
+                return
+
+
+_FREE = _references_when_free()
+
+workspace = Workspace()  # the one the ops use
