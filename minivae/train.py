@@ -234,7 +234,7 @@ def _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, st
             with ctrl_c.at_once(), np.errstate(all="ignore"):
                 test = evaluate(model, loss_fn, test_x, 500, config.seed + epoch, config.device)
             evaluating = False
-            seconds = time.perf_counter() - t0
+            seconds = epoch_state["seconds"]   # the training steps' time, evaluation not counted
             images = max(epoch_state["images"], 1)
             sums = epoch_state["sums"]
             record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": sums[0] / images,
