@@ -62,26 +62,29 @@ def _openblas_threads():
     return None
 
 
+def training_images(batch_size, data_dir=None, synthetic=False):
+    """MNIST's training images, or (synthetic) 8 batches of random ones that need no data set."""
+    if synthetic:
+        return rng.generator("bench").random((batch_size * 8, 1, 28, 28), dtype=np.float32)
+    return data.load_mnist("train", "mnist", data_dir, quiet=True)[0]
+
+
+def endless_batches(images, batch_size):
+    """Batches of images, epoch after epoch, each epoch shuffled as the training loop does it."""
+    while True:
+        yield from data.batches(images, batch_size, generator=rng.generator("shuffle"), drop_last=True)
+
+
 def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, synthetic=False,
         warmup=10, repeats=5):
     """Time `repeats` runs of `steps` training steps after `warmup` untimed ones; report the
     median run's images/s and ms per step, and minor page faults per step over all timed steps."""
     config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
     net, optimizer, loss_fn = build(config)
-    if synthetic:
-        images = rng.generator("bench").random((batch_size * 8, 1, 28, 28), dtype=np.float32)
-    else:
-        images, _ = data.load_mnist("train", "mnist", data_dir, quiet=True)
-    batches = iter(())
+    batches = endless_batches(training_images(batch_size, data_dir, synthetic), batch_size)
 
     def step():
-        nonlocal batches
-        index = next(batches, None)
-        if index is None:  # a new epoch, shuffled as the training loop does it
-            batches = data.batches(np.arange(len(images)), batch_size, generator=rng.generator("shuffle"),
-                                   drop_last=True)
-            index = next(batches)
-        x = to_tensor(images[index], device)
+        x = to_tensor(next(batches), device)
         loss, _, _ = loss_fn(x, *net(x))
         optimizer.zero_grad()
         loss.backward()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend, data, rng
+from . import backend
 from . import functional as F
 from .tensor import Tensor, backward_hook
 
@@ -283,37 +283,26 @@ class Report:
         return sum(r.forward_ms + r.backward_ms for r in self.rows)
 
 
-def _images(batch_size, data_dir, synthetic):
-    if synthetic:
-        return rng.generator("bench").random((batch_size * 8, 1, 28, 28), dtype=np.float32)
-    return data.load_mnist("train", "mnist", data_dir, quiet=True)[0]
-
-
 def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir=None,
         synthetic=False, peak_size=2048, peak_megabytes=64):
     """Profile `steps` training steps after `warmup` untimed ones. The steps alternate, one with the
     profiler off and one with it on, so that both meet the machine in the same mood. Returns a Report."""
+    from . import bench
     from .train import TrainConfig, build, to_tensor
     if steps < 1 or warmup < 0:
         raise ValueError(f"profile: --steps must be at least 1 and --warmup at least 0, got {steps} and {warmup}")
     config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
     net, optimizer, loss_fn = build(config)
     xp = np if device == "cpu" else backend.require_cuda()
-    images = _images(config.batch_size, data_dir, synthetic)
-    batches = iter(())
+    batches = bench.endless_batches(bench.training_images(config.batch_size, data_dir, synthetic),
+                                    config.batch_size)
     profiler = Profiler(xp)
     step_name = f"{type(optimizer).__name__}.step"
     arrays_moved = OPTIMIZER_ARRAYS_MOVED.get(type(optimizer).__name__, 0)
     passes = {"forward": [], "backward": []}
 
     def step(profiling):
-        nonlocal batches
-        x = next(batches, None)
-        if x is None:  # a new epoch
-            batches = data.batches(images, config.batch_size, shuffle=True,
-                                   generator=rng.generator("shuffle"), drop_last=True)
-            x = next(batches)
-        x = to_tensor(x, device)
+        x = to_tensor(next(batches), device)
         start = time.perf_counter()
         loss, _, _ = loss_fn(x, *net(x))
         optimizer.zero_grad()
