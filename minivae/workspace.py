@@ -6,17 +6,17 @@ operating system when freed and mapped again at the next step, and every page of
 touched for the first time again (a "minor page fault", zeroed by the kernel): on a 2-core machine
 that cost as much time as the arithmetic. The workspace keeps them instead.
 
-`empty(shape, dtype, xp)` hands back an array that nobody else holds: one it made before, of that
-shape and dtype, if one is free, else a new one that it keeps. "Free" is read off the array's
-reference count: only the workspace holds it, so neither a Tensor, nor a backward closure, nor a
-view (a view holds its base) can still need its numbers. That is what makes reuse safe however
+`empty(shape, dtype, xp)` hands back an array that nobody else holds: a view of a buffer it made
+before, of that many bytes, if one is free, else of a new one that it keeps. "Free" is read off
+the buffer's reference count: only the workspace holds the buffer, so neither a Tensor, nor a backward closure,
+nor a view (a view holds its base) can still need its numbers. That is what makes reuse safe however
 the graph is built and whenever it is released; an array still in use is never handed out twice.
 
 The contents of a handed-out array are garbage: every caller writes all of it (`out=`, `[...] =`)
 or asks for `zeros`. Which free array a call gets changes nothing in the results, so the same seed
 still gives the same numbers bit for bit. The same code serves CuPy arrays (where fixed buffers are
 what a CUDA graph needs). Under `no_grad()` (evaluation, sampling) ops allocate as usual, so an
-evaluation at another batch size keeps no second set; and free arrays of shapes not asked for
+evaluation at another batch size keeps no second set; and free buffers of sizes not asked for
 lately are dropped once the kept ones pass `limit_bytes`.
 """
 import collections
@@ -39,7 +39,10 @@ def _count(array):
 
 
 class Workspace:
-    """Arrays kept by (array module, shape, dtype), each handed out again once nobody else holds it.
+    """Byte buffers kept by (array module, size in bytes), each handed out again, viewed with the
+    shape and dtype asked for, once nobody else holds it. Keyed by size rather than by shape, one
+    buffer serves every array of its size: a (C, H, W, N) activation, the (C, H·W·N) matrix the next
+    product reads, their gradients (a third fewer buffers in a Chollet step).
     (One GPU per process is assumed: CuPy arrays on two devices would share a key.)"""
 
     def __init__(self, limit_bytes=1 << 30):
@@ -53,21 +56,22 @@ class Workspace:
         shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         if not self.enabled:
             return xp.empty(shape, dtype)
-        key = (xp.__name__, shape, dtype.str)
-        arrays = self.kept.get(key)
-        if arrays is None:
-            arrays = self.kept[key] = []
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        key = (xp.__name__, nbytes)
+        buffers = self.kept.get(key)
+        if buffers is None:
+            buffers = self.kept[key] = []
         else:
             self.kept.move_to_end(key)
-            for array in arrays:
-                if _count(array) == _FREE:
-                    return array
-        array = xp.empty(shape, dtype)
-        arrays.append(array)
-        self.kept_bytes += array.nbytes
+            for buffer in buffers:
+                if _count(buffer) == _FREE:
+                    return buffer.view(dtype).reshape(shape)  # the view holds the buffer: not free
+        buffer = xp.empty(nbytes, np.uint8)
+        buffers.append(buffer)
+        self.kept_bytes += nbytes
         if self.kept_bytes > self.limit_bytes:
             self._drop_old_free_arrays()
-        return array
+        return buffer.view(dtype).reshape(shape)
 
     def zeros(self, shape, dtype, xp=np):
         out = self.empty(shape, dtype, xp)
@@ -92,21 +96,21 @@ class Workspace:
         return out
 
     def clear(self):
-        """Forget every kept array (those still in use live on with their users)."""
+        """Forget every kept buffer (those still in use live on with their users)."""
         self.kept.clear()
         self.kept_bytes = 0
 
     def _drop_old_free_arrays(self):
         for key in list(self.kept)[:-1]:  # never the key just asked for
-            arrays = self.kept[key]
+            buffers = self.kept[key]
             in_use = []
-            for array in arrays:
-                if _count(array) == _FREE:
-                    self.kept_bytes -= array.nbytes
+            for buffer in buffers:
+                if _count(buffer) == _FREE:
+                    self.kept_bytes -= buffer.nbytes
                 else:
-                    in_use.append(array)
-            arrays[:] = in_use
-            if not arrays:
+                    in_use.append(buffer)
+            buffers[:] = in_use
+            if not buffers:
                 del self.kept[key]
             if self.kept_bytes <= self.limit_bytes:
                 return

@@ -10,11 +10,24 @@ from minivae.train import TrainConfig, build
 from minivae.workspace import Workspace, workspace
 
 
+def address(a):
+    """Where a's numbers start in memory."""
+    return a.__array_interface__["data"][0]
+
+
 def test_a_free_array_is_handed_out_again():
     ws = Workspace()
-    first = id(ws.empty((3, 4), np.float32))   # dropped at once: free
-    assert id(ws.empty((3, 4), np.float32)) == first
-    assert ws.empty((4, 3), np.float32).shape == (4, 3)  # another shape: another array
+    first = address(ws.empty((3, 4), np.float32))   # dropped at once: free
+    assert address(ws.empty((3, 4), np.float32)) == first
+
+
+def test_arrays_of_the_same_size_share_one_buffer_whatever_their_shape_and_dtype():
+    ws = Workspace()
+    first = address(ws.empty((3, 4), np.float32))   # 48 bytes, dropped at once: free
+    again = ws.empty((2, 3, 2), np.int32)              # 48 bytes too
+    assert address(again) == first and again.shape == (2, 3, 2) and again.dtype == np.int32
+    other = ws.empty((4, 3), np.float64)              # 96 bytes: another buffer
+    assert address(other) != first and ws.kept_bytes == 48 + 96
 
 
 @pytest.mark.parametrize("hold", [lambda a: a, lambda a: a.reshape(-1), lambda a: a.T[1:],
@@ -46,7 +59,7 @@ def test_free_arrays_of_old_shapes_are_dropped_past_the_limit():
     for n in (101, 102, 103):                            # 404, 408, 412 bytes, each dropped at once
         ws.empty((n,), np.float32)
     assert ws.kept_bytes <= 1000 and held.nbytes == 400
-    assert any(arrays and arrays[0] is held for arrays in ws.kept.values())
+    assert any(buffers and np.shares_memory(buffers[0], held) for buffers in ws.kept.values())
 
 
 def test_workspace_arrays_do_not_leak_between_forward_passes():

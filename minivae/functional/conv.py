@@ -61,9 +61,11 @@ def conv2d(x, w, b=None, stride=1, padding=0):
         y += b.data[:, None]
 
     def backward(g):
+        nonlocal cols
         g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
-        return (_scatter(g_mat, w.data, x.shape, stride, pads) if x.requires_grad else None,
-                matmul_arrays(g_mat, cols.T).reshape(w.shape) if w.requires_grad else None,
+        dw = matmul_arrays(g_mat, cols.T).reshape(w.shape) if w.requires_grad else None
+        cols = None  # the patch matrix is no longer needed: Wᵀ @ dY, of its shape, may reuse its memory
+        return (_scatter(g_mat, w.data, x.shape, stride, pads) if x.requires_grad else None, dw,
                 bias_grad(g_mat[None]) if b is not None and b.requires_grad else None)  # dY as (1, C_out, ...)
     y = from_chwn(y, (n, w.shape[0], oh, ow))                 # an (N, C_out, OH, OW) view, no copy
     return Tensor.from_op(y, (x, w, b), backward, "conv2d")

@@ -63,10 +63,13 @@ def im2col(x, kernel, stride, pads):
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
     oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
     x_chwn = x.transpose(1, 2, 3, 0)                                # (C, H, W, N) view
-    cols = workspace.empty((c, kh, kw, oh, ow, n), x.dtype, xp)
+    # kept in the workspace as the matrix, the shape a product of the same size asks for (conv2d's
+    # backward hands this memory on to Wᵀ @ dY), and filled through a 6-D view of it
+    matrix = workspace.empty((c * kh * kw, oh * ow * n), x.dtype, xp)
+    cols = matrix.reshape(c, kh, kw, oh, ow, n)
     if cpu_kernels.use_for(x):
         cpu_kernels.im2col(x_chwn, cols, sh, sw, top, left)
-        return cols.reshape(c * kh * kw, oh * ow * n)
+        return matrix
     if any(pads):
         padded = workspace.zeros((c, h + top + bottom, w + left + right, n), x.dtype, xp)
         padded[:, top:top + h, left:left + w] = x_chwn
@@ -75,7 +78,7 @@ def im2col(x, kernel, stride, pads):
     for i in range(kh):
         for j in range(kw):  # kernel offset (i, j) sees pixels i, i + sH, i + 2·sH, ...
             cols[:, i, j] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw]
-    return cols.reshape(c * kh * kw, oh * ow * n)
+    return matrix
 
 
 def col2im(cols, shape, kernel, stride, pads):
