@@ -1,4 +1,4 @@
-"""Numba CPU kernels for the patch copies of the convolutions and for leaky_relu.
+"""Numba CPU kernels for the patch copies of the convolutions, the activations and the optimizers.
 
 They compute the same arrays as the NumPy expressions in functional/im2col.py and
 functional/activations.py (which stay the reference, and the path without Numba), in fewer passes
@@ -10,13 +10,15 @@ over memory:
   order NumPy's loop over the kernel offsets (i, j) adds them, starting from 0: the same sums
   in the same order, so the same bits;
 - leaky_relu's forward makes its slope (1 or a) and y = slope·x in one pass instead of NumPy's
-  five (the same float32 products).
+  five (the same float32 products);
+- relu's forward makes y and the mask x > 0 in one pass instead of NumPy's two, and `product`
+  (an activation's backward, dL/dy · slope or · mask) reads a bool mask without NumPy's cast;
+- RMSprop's and Adam's updates run their formula's float32 operations, in optim.py's order, in one
+  pass instead of eight to eleven (the same bits).
 
-They run on the calling thread. Spread over both cores of a 2-core machine with `prange`, they were
-5x slower in a training step, not faster: between the matrix products OpenBLAS's own threads
-spin-wait on the cores, and every parallel kernel waited for one of them to give its core up
-(foster, batch 32, 2 threads: 380-610 ms per step with 2 Numba threads, 61 ms with 1, 80-88 ms
-with NumPy's expressions).
+Each is compiled with nogil and runs on every core through minivae/threads.py: the patch copies
+split by channels, the activations by stretches of memory. (Numba's own `prange` was tried first:
+it made a training step 5x slower, its threads waiting for OpenBLAS's spin-waiting ones.)
 
 Only float32 (the training dtype) takes this path, so that the compiled versions are few: compiled
 on first use and cached on disk (cache=True), they cost about 1.7 s at a process's first convolution
@@ -29,6 +31,8 @@ it still count).
 import os
 
 import numpy as np
+
+from . import threads
 
 settings = {"enabled": os.environ.get("MINIVAE_CPU_KERNELS", "auto") != "never"}
 _compiled = {}    # name -> the compiled kernel, filled at the first use
@@ -53,34 +57,103 @@ def _compile():
         except ImportError:
             settings["enabled"] = False
             return False
-        for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat):
-            _compiled[kernel.__name__] = numba.njit(cache=True)(kernel)
+        for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
+                       product_4d, rmsprop_flat, adam_flat):
+            _compiled[kernel.__name__] = numba.njit(cache=True, nogil=True)(kernel)
     return True
 
 
 def im2col(x_chwn, cols, sh, sw, top, left):
-    _compiled["im2col_chwn"](x_chwn, cols, sh, sw, top, left)
+    """cols (C, kH, kW, OH, OW, N) from x (C, H, W, N), the channels split over the threads."""
+    _by_channels(_compiled["im2col_chwn"], x_chwn, cols, sh, sw, top, left)
 
 
 def col2im(cols, out, sh, sw, top, left):
-    _compiled["col2im_chwn"](cols, out, sh, sw, top, left)
+    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads."""
+    _by_channels(_compiled["col2im_chwn"], cols, out, sh, sw, top, left)
+
+
+def _by_channels(kernel, a, b, *args):
+    """kernel(a[c0:c1], b[c0:c1], *args) for one range of channels per thread, at once."""
+    pieces = threads.bounds(a.shape[0], min(threads.count(), a.shape[0]))
+    threads.run(lambda k: kernel(a[slice(*pieces[k])], b[slice(*pieces[k])], *args), len(pieces))
 
 
 def leaky_relu(x, y, slope, negative_slope):
     """Fill y and slope (laid out as x) with leaky_relu's output and slope; False (nothing done)
     where the three cannot be walked as one flat run of memory."""
-    flats = [in_memory_order(a) for a in (x, y, slope)]
-    if any(f is None for f in flats) or not x.strides == y.strides == slope.strides:
+    a = np.float32(negative_slope)
+    return threads.split_flat(lambda *pieces: _compiled["leaky_relu_flat"](*pieces, a), x, y, slope)
+
+
+def relu(x, y, positive):
+    """Fill y (laid out as x) with max(x, 0) and positive with x > 0; False (nothing done) where
+    the three cannot be walked as one flat run of memory."""
+    return threads.split_flat(_compiled["relu_flat"], x, y, positive)
+
+
+def product(a, b, out):
+    """out = a · b elementwise (b float32 or bool), out laid out as b; False (nothing done) where
+    that cannot run here. Where a is laid out as b, in one flat pass; else (a gradient that comes
+    back in another layout than its activation's) by 2-D or 4-D loops in b's memory order."""
+    if threads.split_flat(_compiled["product_flat"], a, b, out):
+        return True
+    if a.ndim not in (2, 4) or a.shape != b.shape or a.shape != out.shape:
         return False
-    _compiled["leaky_relu_flat"](*flats, np.float32(negative_slope))
+    order = sorted(range(b.ndim), key=lambda axis: -b.strides[axis])   # b's slowest axis first
+    a, b, out = (x.transpose(order) for x in (a, b, out))
+    kernel = _compiled[f"product_{a.ndim}d"]
+    pieces = threads.bounds(a.shape[0], min(threads.count(), a.shape[0]))
+    threads.run(lambda k: kernel(*(x[slice(*pieces[k])] for x in (a, b, out))), len(pieces))
     return True
 
 
-def in_memory_order(a):
-    """a's elements as a 1-D view in the order they sit in memory, or None where they have gaps."""
-    order = sorted(range(a.ndim), key=lambda axis: -a.strides[axis])
-    walked = a.transpose(order)
-    return walked.reshape(-1) if walked.flags.c_contiguous else None
+def rmsprop(param, grad, mean_square, lr, rho, eps):
+    """RMSprop's update (optim.RMSprop, eps outside the root) in place; False where not laid out alike."""
+    scalars = [np.float32(v) for v in (lr, rho, 1 - rho, eps)]
+    return threads.split_flat(lambda *pieces: _compiled["rmsprop_flat"](*pieces, *scalars),
+                              param, grad, mean_square)
+
+
+def adam(param, grad, m, v, lr_t, beta1, beta2, eps):
+    """Adam's update (optim.Adam) in place; False where the four are not laid out alike."""
+    scalars = [np.float32(s) for s in (lr_t, beta1, 1 - beta1, beta2, 1 - beta2, eps)]
+    return threads.split_flat(lambda *pieces: _compiled["adam_flat"](*pieces, *scalars),
+                              param, grad, m, v)
+
+
+def product_flat(a, b, out):
+    for k in range(a.size):
+        out[k] = a[k] * np.float32(b[k])
+
+
+def product_2d(a, b, out):
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j] * np.float32(b[i, j])
+
+
+def product_4d(a, b, out):
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            for k in range(a.shape[2]):
+                for m in range(a.shape[3]):
+                    out[i, j, k, m] = a[i, j, k, m] * np.float32(b[i, j, k, m])
+
+
+def rmsprop_flat(p, g, s, lr, rho, one_minus_rho, eps):
+    """s = rho·s + (1 − rho)·g²;  p = p − lr·g / (√s + eps), each operation in float32 as optim.py does it."""
+    for k in range(p.size):
+        s[k] = s[k] * rho + g[k] * one_minus_rho * g[k]
+        p[k] -= g[k] * lr / (np.sqrt(s[k]) + eps)
+
+
+def adam_flat(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, eps):
+    """m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²;  p = p − lr_t·m / (√v + eps), in float32."""
+    for k in range(p.size):
+        m[k] = m[k] * beta1 + g[k] * one_minus_beta1
+        v[k] = v[k] * beta2 + g[k] * one_minus_beta2 * g[k]
+        p[k] -= m[k] * lr_t / (np.sqrt(v[k]) + eps)
 
 
 def leaky_relu_flat(x, y, slope, negative_slope):
@@ -89,6 +162,13 @@ def leaky_relu_flat(x, y, slope, negative_slope):
         s = np.float32(1) if x[k] > 0 else (negative_slope if x[k] <= 0 else np.float32(0))
         slope[k] = s
         y[k] = x[k] * s
+
+
+def relu_flat(x, y, positive):
+    """positive = x > 0; y = max(x, 0) as NumPy's maximum gives it (+0 for -0, NaN for NaN)."""
+    for k in range(x.size):
+        positive[k] = x[k] > 0
+        y[k] = np.float32(0) if x[k] <= 0 else x[k]
 
 
 def im2col_chwn(x, cols, sh, sw, top, left):

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import backend, kernels
+from . import backend, cpu_kernels, kernels
 from .workspace import workspace
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "StepDecay", "make_optimizer", "OPTIMIZERS"]
@@ -173,6 +173,9 @@ class RMSprop(Optimizer):
         if self.fused_kernel_for(param, mean_square):
             kernels.rmsprop_update(param, grad, mean_square, self.lr, self.rho, self.eps, self.eps_inside_root)
             return
+        if (not self.eps_inside_root and cpu_kernels.use_for(param, grad, mean_square)
+                and cpu_kernels.rmsprop(param, grad, mean_square, self.lr, self.rho, self.eps)):
+            return  # the lines below in one pass (Numba), the same bits
         xp = backend.array_module(param)
         step, root = workspace.like(param), workspace.like(param)
         xp.multiply(grad, 1 - self.rho, out=step)
@@ -218,6 +221,9 @@ class Adam(Optimizer):
         if self.fused_kernel_for(param, m, v):
             kernels.adam_update(param, grad, m, v, lr_t, self.beta1, self.beta2, self.eps)
             return
+        if cpu_kernels.use_for(param, grad, m, v) and cpu_kernels.adam(param, grad, m, v, lr_t, self.beta1,
+                                                                       self.beta2, self.eps):
+            return  # the lines below in one pass (Numba), the same bits
         step, root = workspace.like(param), workspace.like(param)
         xp.multiply(grad, 1 - self.beta1, out=step)
         m *= self.beta1

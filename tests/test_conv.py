@@ -167,11 +167,15 @@ GRADCHECK_CASES = [
     conv_case("one-output-channel", (2, 3, 4, 5), (1, 3, 3, 3), padding="same"),
     conv_case("narrowing-asymmetric-kernel", (2, 4, 5, 6), (2, 4, 4, 3), padding="same"),
     conv_case("narrowing-valid", (2, 3, 5, 4), (2, 3, 2, 3)),
+    # stride 1, as many channels out as in: dL/dx is the conv2d of dY by the turned kernel
+    conv_case("same-width-s1-asymmetric-pads", (2, 3, 5, 6), (3, 3, 3, 2), padding="same"),
     transposed_case("batch2-cin3-cout2", (2, 3, 3, 4), (3, 2, 3, 3), padding=1),
     transposed_case("no-bias-s2", (2, 2, 3, 2), (2, 3, 3, 3), bias=False, stride=2),
     transposed_case("s2-output-padding", (1, 2, 3, 4), (2, 3, 3, 3), stride=2, padding=1, output_padding=1),
     transposed_case("same-s2-asymmetric", (2, 2, 3, 2), (2, 3, 3, 3), stride=2, padding="same"),
     transposed_case("same-s1-odd", (1, 2, 5, 3), (2, 2, 3, 3), padding="same"),
+    # stride 1, widening: computed as the conv2d of the turned kernel
+    transposed_case("widening-s1-non-square-kernel", (2, 2, 4, 5), (2, 3, 3, 2), padding=1),
     transposed_case("one-input-channel", (2, 1, 3, 4), (1, 3, 3, 3), stride=2, padding="same"),
     Case(op="conv2d", fn=encoder_decoder, id="then-conv_transpose2d",
          inputs=[randn(2, 2, 6, 4, seed=1), randn(3, 2, 3, 3, seed=2), randn(3, 2, 3, 3, seed=3)]),

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from minivae import Tensor, cpu_kernels
+from minivae import Tensor, cpu_kernels, nn, optim, threads
 from minivae import functional as F
 from minivae.functional.im2col import col2im, im2col
 
@@ -67,6 +67,62 @@ def test_leaky_relu_equals_the_numpy_reference(layout):
         x, g = x[:, :, ::2], g[:, :, ::2]
     reference, fast = reference_and_fast(leaky_relu_value_and_grad, x, g)
     assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32))  # bit for bit, signed zeros too
+
+
+def relu_value_and_grad(x, g):
+    t = Tensor(x, requires_grad=True)
+    y = F.relu(t)
+    y.backward(g)
+    return np.stack([y.data, t.grad])
+
+
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} threads")
+def thread_count(request):
+    """Run the test with the work split into 1, 2 and 3 parts (minivae/threads.py)."""
+    previous = threads.count()
+    threads.set_count(request.param)
+    yield request.param
+    threads.set_count(previous)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "CHWN view", "sliced (not one run of memory)",
+                                    "gradient in CHWN, x in NCHW", "2-D, gradient transposed"])
+@pytest.mark.parametrize("size", ["small", "large (split over the threads)"])
+def test_relu_equals_the_numpy_reference(layout, size, thread_count):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, 6) if size == "small" else (8, 16, 28, 28), dtype=np.float32)
+    x.flat[:4] = [0.0, -0.0, np.nan, -np.inf]  # max(-0, 0) is -0 in NumPy; the mask is 0 at 0 and NaN
+    g = rng.standard_normal(x.shape, dtype=np.float32)
+    if layout == "CHWN view":
+        x, g = (np.ascontiguousarray(a.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2) for a in (x, g))
+    elif layout.startswith("sliced"):
+        x, g = x[:, :, ::2], g[:, :, ::2]
+    elif layout.startswith("gradient in CHWN"):  # the backward's 4-D loops in x's memory order
+        g = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    elif layout.startswith("2-D"):               # as a dense layer's input gradient can come back
+        x, g = x.reshape(x.shape[0], -1), np.ascontiguousarray(g.reshape(g.shape[0], -1).T).T
+    reference, fast = reference_and_fast(relu_value_and_grad, x, g)
+    assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32))
+
+
+def optimizer_steps(name, shapes, steps=3):
+    """Parameters after `steps` updates of optimizer `name` with fixed random gradients."""
+    rng = np.random.default_rng(1)
+    params = [nn.Parameter(rng.standard_normal(shape, dtype=np.float32)) for shape in shapes]
+    opt = optim.make_optimizer(name, params, lr=0.01)
+    for _ in range(steps):
+        for p in params:
+            p.grad = rng.standard_normal(p.data.shape, dtype=np.float32)
+        opt.step()
+    return np.concatenate([p.data.ravel() for p in params] + [s.ravel() for k in opt.state_names
+                                                                for s in opt.state[k]])
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_optimizer_updates_equal_the_numpy_reference(name, thread_count):
+    shapes = [(3,), (64, 32, 3, 3), (12544, 32)]  # a bias, a kernel, a dense weight split over the threads
+    reference, fast = reference_and_fast(optimizer_steps, name, shapes)
+    assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32))
 
 
 def test_other_dtypes_take_the_numpy_path():

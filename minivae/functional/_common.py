@@ -1,7 +1,9 @@
 """Small helpers shared by the ops: argument checks with readable errors, the xp lookup, and the
 two array computations several ops share (a matrix product, a bias gradient), each of which may
 run one of our CUDA kernels (see backend.use_kernels)."""
-from .. import backend, kernels
+import numpy as np
+
+from .. import backend, kernels, threads
 from ..tensor import Tensor, as_tensor
 from ..workspace import workspace
 
@@ -46,12 +48,15 @@ def check_ndim(op, name, t, ndim, layout=""):
 
 
 def matmul_arrays(a, b):
-    """a @ b for 2-D arrays: xp's `@` (cuBLAS on a GPU), or our tiled GEMM kernel where
-    backend.use_matmul("tiled") asks for it and kernels are on. The result is a workspace array."""
+    """a @ b for 2-D arrays: xp's `@` (cuBLAS on a GPU; on the CPU split over our threads,
+    minivae/threads.py), or our tiled GEMM kernel where backend.use_matmul("tiled") asks for it and
+    kernels are on. The result is a workspace array."""
     if backend.tiled_matmul_for(a, b):
         return kernels.gemm(a, b)
     xp = backend.array_module(a, b)
     out = workspace.empty((a.shape[0], b.shape[1]), xp.result_type(a, b), xp)
+    if xp is np:
+        return threads.matmul(a, b, out)  # split over our threads, one BLAS thread each
     return xp.matmul(a, b, out=out)
 
 

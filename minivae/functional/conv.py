@@ -46,29 +46,14 @@ def conv2d(x, w, b=None, stride=1, padding=0):
                          f"padding {padding!r}")
     oh = conv_output_size(h, kernel[0], stride[0], top, bottom)
     ow = conv_output_size(wd, kernel[1], stride[1], left, right)
-    (kh, kw), narrows = kernel, w.shape[0] < w.shape[1]
-    if stride == (1, 1) and narrows and max(top, bottom) < kh and max(left, right) < kw:
+    if _turnable(stride, pads, kernel) and w.shape[0] < w.shape[1]:
         # With stride 1, conv2d is also the transposed convolution of its kernel turned 180° (in
         # and out channels swapped), padded by k - 1 - p instead of p. The numbers are the same,
         # but that way the patch matrix has kH·kW·C_out rows instead of kH·kW·C_in: C_in/C_out
         # times less memory to fill and read when a layer narrows (Chollet's last conv, 32 -> 1).
-        turned_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
-        return _transposed(x, w, b, _turned(w.data), (1, 1), turned_pads, (n, w.shape[0], oh, ow),
-                           "conv2d", weight_grad=_turned)
-
-    cols, y = _correlate(x.data, w.data, stride, pads)        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
-    if b is not None:
-        y += b.data[:, None]
-
-    def backward(g):
-        nonlocal cols
-        g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
-        dw = matmul_arrays(g_mat, cols.T).reshape(w.shape) if w.requires_grad else None
-        cols = None  # the patch matrix is no longer needed: Wᵀ @ dY, of its shape, may reuse its memory
-        return (_scatter(g_mat, w.data, x.shape, stride, pads) if x.requires_grad else None, dw,
-                bias_grad(g_mat[None]) if b is not None and b.requires_grad else None)  # dY as (1, C_out, ...)
-    y = from_chwn(y, (n, w.shape[0], oh, ow))                 # an (N, C_out, OH, OW) view, no copy
-    return Tensor.from_op(y, (x, w, b), backward, "conv2d")
+        return _transposed(x, w, b, _turned(w.data), (1, 1), _turned_pads(pads, kernel),
+                           (n, w.shape[0], oh, ow), "conv2d", weight_grad=_turned)
+    return _correlated(x, w, b, w.data, stride, pads, (n, w.shape[0], oh, ow), "conv2d")
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
@@ -105,7 +90,39 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
     if min(out_hw) < 1:
         raise ValueError(f"conv_transpose2d: padding {padding!r} crops the whole output "
                          f"(size {out_hw[0]}×{out_hw[1]}): x {tuple(x.shape)}, w {tuple(w.shape)}")
-    return _transposed(x, w, b, w.data, stride, pads, (n, w.shape[1]) + out_hw, "conv_transpose2d")
+    out_shape = (n, w.shape[1]) + out_hw
+    if _turnable(stride, pads, kernel) and w.shape[0] <= w.shape[1]:
+        # The same identity the other way round: with stride 1 this is conv2d by the turned kernel,
+        # whose patch matrix (kH·kW·C_in rows) is the smaller one when the layer widens or keeps
+        # its width (Foster's first decoder layer, 64 -> 64); and im2col is the faster copy.
+        return _correlated(x, w, b, _turned(w.data), (1, 1), _turned_pads(pads, kernel), out_shape,
+                           "conv_transpose2d", weight_grad=_turned)
+    return _transposed(x, w, b, w.data, stride, pads, out_shape, "conv_transpose2d")
+
+
+def _correlated(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda dw: dw):
+    """The convolution of x by the kernel array w_data (C_out, C_in, kH, kW) as the op `op` with
+    inputs (x, w, b); weight_grad maps the gradient for w_data to the one for w."""
+    cols, y = _correlate(x.data, w_data, stride, pads)        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
+    if b is not None:
+        y += b.data[:, None]
+    kernel = w_data.shape[2:]
+
+    def backward(g):
+        nonlocal cols
+        g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
+        dw = weight_grad(matmul_arrays(g_mat, cols.T).reshape(w_data.shape)) if w.requires_grad else None
+        cols = None  # the patch matrix is no longer needed: the next one, of its size, may reuse its memory
+        if not x.requires_grad:
+            dx = None
+        elif _turnable(stride, pads, kernel) and w_data.shape[0] <= w_data.shape[1]:
+            # stride 1 and no wider out than in: dL/dx is the conv2d of dY by the turned kernel,
+            # im2col(dY) no larger than Wᵀ @ dY, and copied faster than col2im adds
+            dx = from_chwn(_correlate(g, _turned(w_data), (1, 1), _turned_pads(pads, kernel))[1], x.shape)
+        else:
+            dx = _scatter(g_mat, w_data, x.shape, stride, pads)
+        return dx, dw, bias_grad(g_mat[None]) if b is not None and b.requires_grad else None  # dY as (1, C_out, ...)
+    return Tensor.from_op(from_chwn(y, out_shape), (x, w, b), backward, op)  # an (N, C_out, OH, OW) view
 
 
 def _transposed(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda dw: dw):
@@ -122,6 +139,19 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda
                 weight_grad(matmul_arrays(x_mat, g_cols.T).reshape(w_data.shape)) if w.requires_grad else None,
                 bias_grad(g) if b is not None and b.requires_grad else None)
     return Tensor.from_op(y, (x, w, b), backward, op)
+
+
+def _turnable(stride, pads, kernel):
+    """Can a convolution with this stride and padding be written as the transposed convolution
+    of its turned kernel (and back)? With stride 1, where no padding reaches a kernel's width."""
+    top, bottom, left, right = pads
+    return stride == (1, 1) and max(top, bottom) < kernel[0] and max(left, right) < kernel[1]
+
+
+def _turned_pads(pads, kernel):
+    """The padding k - 1 - p that goes with the turned kernel."""
+    (kh, kw), (top, bottom, left, right) = kernel, pads
+    return (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
 
 
 def _turned(w):

@@ -1,0 +1,281 @@
+"""Every core on a CPU training step: the ops split their work over a small pool of our own threads.
+
+Left to itself, only the matrix products would use more than one core (OpenBLAS runs them on its
+own threads); the patch copies, the activations and their gradients would run on one. So each of
+those ops cuts its work into `count()` parts (channels of a patch matrix, columns of a product,
+stretches of an activation's memory), runs part 0 on the calling thread and the others on the
+pool's threads, and waits for all of them. The parts really run at once because NumPy's loops and
+matrix products and our Numba kernels (compiled with nogil) let go of Python's GIL while they work.
+
+One pool, not two. After each product OpenBLAS's threads spin-wait on the cores for more work, and
+a second pool's threads (Numba's `prange` was tried) wait for them to give a core up: on 2 cores
+that made a training step 5x slower. So the products are split too: while `matmul` runs, OpenBLAS
+is asked for one thread, and each part is a one-thread product of its own.
+
+The parts depend only on the shapes and on `count()`, so the same seed and the same thread count
+give the same bits. Another thread count may change the last bits of a product (its columns are
+summed in other blocks).
+
+`count()` is the BLAS's thread count when minivae first asks (OMP_NUM_THREADS or
+OPENBLAS_NUM_THREADS where set, else one per usable core); `set_count(n)` changes it.
+"""
+import contextvars
+import ctypes
+import os
+import queue
+import threading
+
+import numpy as np
+
+from .workspace import workspace
+
+MIN_PRODUCT_FLOPS = 1 << 25   # a smaller product runs whole, on one thread: split, it ran slower
+MAX_THREADS = 64
+SPIN_ROUNDS = 20000           # about 10 ms of a pool thread's spinning between tasks
+MIN_PIECE = 16384             # elements: a smaller elementwise op is not split
+COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
+
+_pool = {"count": None, "workers": [], "ticket": 0}
+_pool_lock = threading.Lock()   # one run at a time on the pool's threads
+
+
+def count():
+    """How many parts the ops split their work into (1: everything runs on the calling thread)."""
+    if _pool["count"] is None:
+        _pool["count"] = _default_count()
+    return _pool["count"]
+
+
+def set_count(n):
+    """Split the ops' work into n parts from now on (n = 1 turns the pool off)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"threads.set_count: n must be a whole number >= 1, got {n!r}")
+    _pool["count"] = n
+
+
+def bounds(size, parts, multiple=1):
+    """[start, stop) of `parts` nearly equal consecutive pieces of range(size), each start a
+    multiple of `multiple` (the last piece takes what is left)."""
+    cuts = [min(size, (size * k // parts) // multiple * multiple) for k in range(parts)] + [size]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def run(task, parts):
+    """task(0), ..., task(parts - 1) at once: task(0) on this thread, the others on the pool's.
+    Returns when all have finished; raises the first exception any of them raised."""
+    if parts <= 1 or not _pool_lock.acquire(blocking=False):
+        for k in range(parts):  # one part, or another thread is using the pool: all parts here
+            task(k)
+        return
+    try:
+        _run_on_pool(task, parts)
+    finally:
+        _pool_lock.release()
+
+
+def _run_on_pool(task, parts):
+    workers = _workers(parts - 1)
+    _pool["ticket"] += 1
+    ticket = _pool["ticket"]
+    for k, worker in enumerate(workers, start=1):
+        # in a copy of this thread's context, so that NumPy's errstate (a context variable) holds there too
+        worker.inbox.put((contextvars.copy_context(), task, k, ticket))
+    _signals[0] = ticket                            # wakes the workers that are spinning
+    error = None
+    try:
+        task(0)
+    except BaseException as e:  # noqa: B902 - waited for the others first, then raised
+        error = e
+    for worker in workers:
+        _spin()["until_equal"](_signals, worker.slot, ticket)
+        error = error or worker.error
+    if error is not None:
+        raise error
+
+
+def split_flat(task, *arrays):
+    """For elementwise work: task(*pieces) at once on count() consecutive stretches of the arrays'
+    memory, each a 1-D view, the k-th piece of every array holding the same elements. Only where
+    the arrays are laid out alike (same shape, same order in memory, no gaps; dtypes may differ);
+    returns False, having done nothing, where they are not."""
+    flats = [in_memory_order(a) for a in arrays]
+    if any(f is None for f in flats) or len({_element_strides(a) for a in arrays}) != 1:
+        return False
+    pieces = bounds(flats[0].size, min(count(), max(1, flats[0].size // MIN_PIECE)), 64)
+    run(lambda k: task(*(f[slice(*pieces[k])] for f in flats)), len(pieces))
+    return True
+
+
+def in_memory_order(a):
+    """a's elements as a 1-D view in the order they sit in memory, or None where they have gaps."""
+    order = sorted(range(a.ndim), key=lambda axis: -a.strides[axis])
+    walked = a.transpose(order)
+    return walked.reshape(-1) if walked.flags.c_contiguous else None
+
+
+def _element_strides(a):
+    return a.shape, tuple(s // a.itemsize for s in a.strides)
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D NumPy arrays, split into count() parts along the longest of its three
+    sides, each part a one-thread BLAS product: by columns or rows of out, or along the summed side
+    (the parts' products then added up, in order); a small product runs whole."""
+    (m, k), n = a.shape, b.shape[1]
+    parts = count() if 2 * m * n * k >= MIN_PRODUCT_FLOPS else 1
+    with one_blas_thread():
+        if parts == 1:
+            return np.matmul(a, b, out=out)
+        longest = max(m, n, k)
+        if longest == n:
+            pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
+            run(lambda p: np.matmul(a, b[:, pieces[p]], out=out[:, pieces[p]]), parts)
+        elif longest == m:
+            pieces = [slice(*p) for p in bounds(m, parts, COLUMN_MULTIPLE)]
+            run(lambda p: np.matmul(a[pieces[p]], b, out=out[pieces[p]]), parts)
+        else:  # a long sum (a weight gradient): each part sums a stretch of it
+            pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
+            sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
+            run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
+            for partial in sums[1:]:
+                out += partial
+    return out
+
+
+class one_blas_thread:
+    """Within it, OpenBLAS (where NumPy uses it) runs each product on the calling thread only,
+    and its own threads stay asleep; on leaving, its thread count is what it was."""
+
+    def __enter__(self):
+        self.previous = None
+        blas = _blas()
+        if blas is not None and count() > 1:
+            self.previous = blas.get()
+            if self.previous != 1:
+                blas.set(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous not in (None, 1):
+            _blas().set(self.previous)
+
+
+# ---- the pool's threads and the BLAS's thread count ----------------------------------------------
+
+class _Worker:
+    """A pool thread. Between tasks it spins for a while (SPIN_ROUNDS) without the GIL, watching
+    _signals[0] for the next ticket, as OpenBLAS's threads do: an idle thread put to sleep takes
+    0.1-0.3 ms to wake on a virtual machine, longer than many a task. Then it sleeps on its inbox."""
+
+    def __init__(self, slot):
+        self.slot, self.inbox, self.error = slot, queue.SimpleQueue(), None
+        threading.Thread(target=self.serve, name="minivae-worker", daemon=True).start()
+
+    def serve(self):
+        spin, served = _spin(), 0
+        while True:
+            spin["until_changed"](_signals, 0, served, SPIN_ROUNDS)
+            context, task, k, served = self.inbox.get()
+            try:
+                context.run(task, k)
+                self.error = None
+            except BaseException as e:  # noqa: B902 - handed to the waiting thread, which raises it
+                self.error = e
+            _signals[self.slot] = served            # done: the waiting thread spins on this
+
+
+def _workers(n):
+    workers = _pool["workers"]
+    while len(workers) < n:
+        workers.append(_Worker(slot=len(workers) + 1))
+    return workers[:n]
+
+
+_signals = np.zeros(MAX_THREADS + 1, np.int64)   # [0]: the latest ticket posted; [w]: worker w's last done
+
+
+def _spin():
+    """Two loops compiled by Numba without the GIL: until_changed(a, i, old, rounds) returns once
+    a[i] != old (True) or after `rounds` rounds (False); until_equal(a, i, value) once a[i] == value.
+    Each round yields the core (sched_yield), an outside call that makes every round read a[i] again."""
+    if "spin" not in _pool:
+        import numba
+        libc = ctypes.CDLL(None)
+        sched_yield = libc.sched_yield
+        sched_yield.restype, sched_yield.argtypes = ctypes.c_int, []
+
+        @numba.njit(nogil=True)
+        def until_changed(a, i, old, rounds):
+            for _ in range(rounds):
+                if a[i] != old:
+                    return True
+                sched_yield()
+            return a[i] != old
+
+        @numba.njit(nogil=True)
+        def until_equal(a, i, value):
+            while a[i] != value:
+                sched_yield()
+
+        _pool["spin"] = {"until_changed": until_changed, "until_equal": until_equal}
+    return _pool["spin"]
+
+
+def _forget_workers():
+    """In a forked child the pool's threads do not exist: start new ones when needed."""
+    _pool["workers"] = []
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
+class _OpenBLAS:
+    """OpenBLAS's get/set thread-count functions, in whichever OpenBLAS library NumPy loaded."""
+    NAMES = ("scipy_openblas{}_num_threads64_", "scipy_openblas{}_num_threads",
+             "openblas{}_num_threads64_", "openblas{}_num_threads")
+
+    def __init__(self, library):
+        for name in self.NAMES:
+            if hasattr(library, name.format("_get")):
+                self.get = getattr(library, name.format("_get"))
+                self._set = getattr(library, name.format("_set"))
+                self._set.argtypes = [ctypes.c_int]
+                return
+        raise LookupError("no OpenBLAS thread-count functions")
+
+    def set(self, n):
+        self._set(int(n))
+
+
+def _blas():
+    """The _OpenBLAS of NumPy's BLAS, or None where NumPy uses another BLAS (looked up once)."""
+    if "blas" not in _pool:
+        _pool["blas"] = None
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+        except OSError:
+            paths = set()
+        for path in sorted(paths):
+            try:
+                _pool["blas"] = _OpenBLAS(ctypes.CDLL(path))
+                break
+            except (OSError, LookupError):
+                continue
+    return _pool["blas"]
+
+
+def blas_threads():
+    """OpenBLAS's own thread count (None where NumPy uses another BLAS)."""
+    blas = _blas()
+    return None if blas is None else int(blas.get())
+
+
+def _default_count():
+    threads = blas_threads()
+    if threads:
+        return threads
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit() and int(os.environ[name]) > 0:
+            return int(os.environ[name])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

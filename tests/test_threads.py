@@ -1,0 +1,93 @@
+"""The pool of minivae/threads.py: every part runs, exactly once, and at once; errors and NumPy's
+errstate reach across; a split product equals the product of its parts, and the same thread count
+gives the same bits."""
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from minivae import threads
+
+
+@pytest.fixture
+def parts():
+    """Three threads for the test, whatever this machine has; the count is put back afterwards."""
+    previous = threads.count()
+    threads.set_count(3)
+    yield 3
+    threads.set_count(previous)
+
+
+def test_bounds_cover_the_range_in_order_at_multiples():
+    assert threads.bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert threads.bounds(100, 2, multiple=16) == [(0, 48), (48, 100)]
+    assert threads.bounds(2, 3) == [(0, 0), (0, 1), (1, 2)]  # more parts than items: some empty
+
+
+def test_every_part_runs_once_and_the_parts_run_at_once(parts):
+    ran, names = [], set()
+    all_started = threading.Barrier(parts, timeout=10)  # passes only if all parts wait at once
+
+    def task(k):
+        all_started.wait()
+        ran.append(k)
+        names.add(threading.get_ident())
+    threads.run(task, parts)
+    assert sorted(ran) == [0, 1, 2] and len(names) == 3
+
+
+def test_an_error_in_a_worker_reaches_the_caller_after_all_parts_ended(parts):
+    ended = []
+
+    def task(k):
+        if k == 2:
+            raise ValueError("part 2 failed")
+        ended.append(k)
+    with pytest.raises(ValueError, match="part 2 failed"):
+        threads.run(task, parts)
+    assert sorted(ended) == [0, 1]
+    threads.run(lambda k: ended.append(k), parts)  # the pool still works
+    assert len(ended) == 5
+
+
+def test_numpy_errstate_holds_in_the_workers(parts):
+    x = np.zeros(3, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            threads.run(lambda k: x / x, parts)  # 0/0 warns nowhere
+
+
+@pytest.mark.parametrize("shape", [(64, 576, 3136), (3136, 64, 96), (32, 12544, 64)],
+                         ids=["long columns", "long rows", "long sum"])
+def test_a_split_product_is_the_product_and_has_the_same_bits_each_time(shape, parts):
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    first = threads.matmul(a, b, np.empty((m, n), np.float32))
+    np.testing.assert_allclose(first, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3 * np.sqrt(k))
+    again = threads.matmul(a, b, np.empty((m, n), np.float32))
+    assert np.array_equal(first, again)
+
+
+def test_split_flat_refuses_arrays_laid_out_differently(parts):
+    a = np.zeros((64, 1024), np.float32)
+    assert not threads.split_flat(lambda *p: None, a, a.T.copy().T)   # same shape, other order
+    assert not threads.split_flat(lambda *p: None, a[:, ::2])          # gaps
+    seen = []
+    assert threads.split_flat(lambda x, y: seen.append((x.size, y.dtype)), a, np.zeros(a.shape, bool))
+    assert sum(n for n, _ in seen) == a.size and len(seen) == 3
+
+
+def test_the_blas_thread_count_is_put_back(parts):
+    before = threads.blas_threads()
+    with threads.one_blas_thread():
+        assert threads.blas_threads() in (None, 1)
+    assert threads.blas_threads() == before
+
+
+def test_set_count_refuses_nonsense():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads.set_count"):
+            threads.set_count(bad)
