@@ -6,7 +6,6 @@ A step here is the training loop's step (minivae/train.py): a shuffled MNIST bat
 backward, optimizer step. The first steps are slower (the workspace fills up, the BLAS starts its
 threads), so `warmup` steps run untimed first.
 """
-import ctypes
 import os
 import resource
 import statistics
@@ -14,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import backend, cpu_kernels, data, rng
+from . import backend, cpu_kernels, data, rng, threads
 from .train import TrainConfig, build, to_tensor
 
 OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow NumPy
@@ -45,21 +44,8 @@ def blas_info():
     except ImportError:
         pass
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    info.update(blas=f"{blas.get('name')} {blas.get('version')}", blas_threads=_openblas_threads())
+    info.update(blas=f"{blas.get('name')} {blas.get('version')}", blas_threads=threads.blas_threads())
     return info
-
-
-def _openblas_threads():
-    """OpenBLAS's thread count, asked through its C API in the library NumPy loaded (None if unknown)."""
-    with open("/proc/self/maps") as maps:
-        paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-    for path in paths:
-        library = ctypes.CDLL(path)
-        for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                     "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(library, name):
-                return int(getattr(library, name)())
-    return None
 
 
 def training_images(batch_size, data_dir=None, synthetic=False):
@@ -106,7 +92,7 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
               "ms_per_step": round(1000 * median / steps, 2), "minor_faults_per_step": round(faults, 1),
               "peak_rss_mb": round(peak_rss_mb(), 1)}
     if device == "cpu":
-        result.update(blas_info(), patch_copies=cpu_kernels.describe())
+        result.update(blas_info(), patch_copies=cpu_kernels.describe(), pool_threads=threads.count())
     else:
         result["kernels"] = backend.kernel_mode()
         result["gpu_pool_mb"] = round(backend.require_cuda().get_default_memory_pool().total_bytes() / 2**20, 1)
