@@ -74,8 +74,10 @@ def col2im(cols, out, sh, sw, top, left):
 
 
 def _by_channels(kernel, a, b, *args):
-    """kernel(a[c0:c1], b[c0:c1], *args) for one range of channels per thread, at once."""
-    pieces = threads.bounds(a.shape[0], min(threads.count(), a.shape[0]))
+    """kernel(a[c0:c1], b[c0:c1], *args) for one range of channels per thread, at once (where
+    there is enough to share: the hand-over costs more than a small copy)."""
+    parts = min(threads.count(), a.shape[0], max(a.size, b.size) // threads.MIN_PIECE)
+    pieces = threads.bounds(a.shape[0], max(parts, 1))
     threads.run(lambda k: kernel(a[slice(*pieces[k])], b[slice(*pieces[k])], *args), len(pieces))
 
 

@@ -31,7 +31,7 @@ from .workspace import workspace
 
 MIN_PRODUCT_FLOPS = 1 << 25   # a smaller product runs whole, on one thread: split, it ran slower
 MAX_THREADS = 64
-SPIN_ROUNDS = 20000           # about 10 ms of a pool thread's spinning between tasks
+SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
 MIN_PIECE = 16384             # elements: a smaller elementwise op is not split
 COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
 
@@ -40,14 +40,16 @@ _pool_lock = threading.Lock()   # one run at a time on the pool's threads
 
 
 def count():
-    """How many parts the ops split their work into (1: everything runs on the calling thread)."""
+    """How many parts the ops split their work into (1: everything runs on the calling thread, as
+    it does without Numba, which the pool's threads wait in)."""
     if _pool["count"] is None:
-        _pool["count"] = _default_count()
+        _pool["count"] = _default_count() if _spin() is not None else 1
     return _pool["count"]
 
 
 def set_count(n):
-    """Split the ops' work into n parts from now on (n = 1 turns the pool off)."""
+    """Split the ops' work into n parts from now on (n = 1 turns the pool off; without Numba the
+    parts run one after the other)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads.set_count: n must be a whole number >= 1, got {n!r}")
     _pool["count"] = n
@@ -63,7 +65,7 @@ def bounds(size, parts, multiple=1):
 def run(task, parts):
     """task(0), ..., task(parts - 1) at once: task(0) on this thread, the others on the pool's.
     Returns when all have finished; raises the first exception any of them raised."""
-    if parts <= 1 or not _pool_lock.acquire(blocking=False):
+    if parts <= 1 or _spin() is None or not _pool_lock.acquire(blocking=False):
         for k in range(parts):  # one part, or another thread is using the pool: all parts here
             task(k)
         return
@@ -88,7 +90,7 @@ def _run_on_pool(task, parts):
         error = e
     for worker in workers:
         _spin()["until_equal"](_signals, worker.slot, ticket)
-        error = error or worker.error
+        error, worker.error = error or worker.error, None
     if error is not None:
         raise error
 
@@ -181,6 +183,9 @@ class _Worker:
                 self.error = None
             except BaseException as e:  # noqa: B902 - handed to the waiting thread, which raises it
                 self.error = e
+            # let go of the task before saying done: its arrays (views of workspace buffers) would
+            # otherwise stay held until the next task, and the workspace could not hand them out again
+            context = task = None
             _signals[self.slot] = served            # done: the waiting thread spins on this
 
 
@@ -195,30 +200,50 @@ _signals = np.zeros(MAX_THREADS + 1, np.int64)   # [0]: the latest ticket posted
 
 
 def _spin():
-    """Two loops compiled by Numba without the GIL: until_changed(a, i, old, rounds) returns once
-    a[i] != old (True) or after `rounds` rounds (False); until_equal(a, i, value) once a[i] == value.
-    Each round yields the core (sched_yield), an outside call that makes every round read a[i] again."""
+    """The two waiting loops below, compiled by Numba to run without the GIL (and cached on disk);
+    None where Numba is missing."""
     if "spin" not in _pool:
-        import numba
-        libc = ctypes.CDLL(None)
-        sched_yield = libc.sched_yield
-        sched_yield.restype, sched_yield.argtypes = ctypes.c_int, []
+        try:
+            import numba
+            from numba.core import cgutils
+        except ImportError:
+            _pool["spin"] = None
+            return None
+        global sched_yield, load_acquire
 
-        @numba.njit(nogil=True)
-        def until_changed(a, i, old, rounds):
-            for _ in range(rounds):
-                if a[i] != old:
-                    return True
-                sched_yield()
-            return a[i] != old
+        # the C library's sched_yield, called by name (so the compiled loops can be cached on disk)
+        sched_yield = numba.types.ExternalFunction("sched_yield", numba.types.int32())
 
-        @numba.njit(nogil=True)
-        def until_equal(a, i, value):
-            while a[i] != value:
-                sched_yield()
+        @numba.extending.intrinsic
+        def load_acquire(typingctx, array, index):
+            """array[index] read with an atomic (acquire) load: the compiler must read memory each
+            time, where it would otherwise read a[i] once, before the loop, since nothing in the
+            loop writes it (another thread does)."""
+            def codegen(context, builder, signature, args):
+                array_type = signature.args[0]
+                data = context.make_array(array_type)(context, builder, args[0])
+                pointer = cgutils.get_item_pointer(context, builder, array_type, data, [args[1]])
+                return builder.load_atomic(pointer, "acquire", array_type.dtype.bitwidth // 8)
+            return array.dtype(array, index), codegen
 
-        _pool["spin"] = {"until_changed": until_changed, "until_equal": until_equal}
+        _pool["spin"] = {loop.__name__: numba.njit(cache=True, nogil=True)(loop)
+                         for loop in (until_changed, until_equal)}
     return _pool["spin"]
+
+
+def until_changed(a, i, old, rounds):
+    """Return True once a[i] != old, or False after `rounds` rounds, yielding the core between looks."""
+    for _ in range(rounds):
+        if load_acquire(a, i) != old:
+            return True
+        sched_yield()
+    return load_acquire(a, i) != old
+
+
+def until_equal(a, i, value):
+    """Return once a[i] == value, yielding the core between looks."""
+    while load_acquire(a, i) != value:
+        sched_yield()
 
 
 def _forget_workers():

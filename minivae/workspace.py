@@ -20,6 +20,7 @@ evaluation at another batch size keeps no second set; and free buffers of sizes 
 lately are dropped once the kept ones pass `limit_bytes`.
 """
 import collections
+import math
 import sys
 
 import numpy as np
@@ -56,7 +57,7 @@ class Workspace:
         shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         if not self.enabled:
             return xp.empty(shape, dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         key = (xp.__name__, nbytes)
         buffers = self.kept.get(key)
         if buffers is None:

@@ -136,5 +136,8 @@ def test_without_numba_the_numpy_path_runs():
             "from minivae import cpu_kernels, functional as F\n"
             "assert cpu_kernels.describe() == 'numpy'\n"
             "y = F.conv2d(np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32), padding=1)\n"
-            "assert y.data[0, 0, 1, 1] == 9\n")
+            "assert y.data[0, 0, 1, 1] == 9\n"
+            "from minivae import threads\n"
+            "assert threads.count() == 1  # no pool without Numba: its threads wait in Numba loops\n"
+            "done = []; threads.run(done.append, 3); assert done == [0, 1, 2]  # parts one by one\n")
     subprocess.run([sys.executable, "-c", code], check=True)
