@@ -5,8 +5,13 @@ Y = W @ cols. Its input-gradient Wᵀ @ dY followed by `col2im` (the adjoint of 
 what a transposed convolution computes in its forward pass; and the transposed convolution's
 input-gradient is a convolution. So the two array functions below, `_correlate` (conv2d) and
 `_scatter` (conv_transpose2d), serve all four passes, as in DeZero's functions_conv.py.
-A stride-1 conv2d that narrows (fewer channels out than in) runs as the transposed convolution
-of its turned kernel, whose patch matrix is the smaller one (see conv2d).
+
+With stride 1 there is a second way to each pass: a convolution is also the transposed
+convolution of its kernel turned 180° (and the other way round). Of the two, minivae takes the one
+with the smaller patch matrix, and on a tie `_correlate`, since im2col copies faster than col2im
+adds: a narrowing conv2d (fewer channels out than in) runs as a transposed convolution, a widening
+or same-width conv_transpose2d as a conv2d, and a same-width or narrowing conv2d's dL/dx as the
+conv2d of dY by the turned kernel (`_correlated`).
 
 Padding is resolved once into (top, bottom, left, right), because Keras' "same" can be asymmetric.
 """
