@@ -16,8 +16,9 @@ The parts depend only on the shapes and on `count()`, so the same seed and the s
 give the same bits. Another thread count may change the last bits of a product (its columns are
 summed in other blocks).
 
-`count()` is the BLAS's thread count when minivae first asks (OMP_NUM_THREADS or
-OPENBLAS_NUM_THREADS where set, else one per usable core); `set_count(n)` changes it.
+`count()` is OpenBLAS's thread count when minivae first asks (OMP_NUM_THREADS or
+OPENBLAS_NUM_THREADS where set, else one per usable core), at most one per usable core, and 1 (no
+pool) where NumPy uses another BLAS or Numba is missing; `set_count(n)` changes it.
 """
 import contextvars
 import ctypes
@@ -297,10 +298,7 @@ def blas_threads():
 
 
 def _default_count():
-    threads = blas_threads()
-    if threads:
-        return threads
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        if os.environ.get(name, "").isdigit() and int(os.environ[name]) > 0:
-            return int(os.environ[name])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """OpenBLAS's thread count, at most one per usable core; 1 where NumPy's BLAS is not an
+    OpenBLAS whose threads we can ask to step aside (its threads and ours would fight)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(blas_threads() or 1, cores))
