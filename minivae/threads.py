@@ -33,7 +33,7 @@ from .workspace import workspace
 MIN_PRODUCT_FLOPS = 1 << 25   # a smaller product runs whole, on one thread: split, it ran slower
 MAX_THREADS = 64
 SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
-MIN_PIECE = 16384             # elements: a smaller elementwise op is not split
+MIN_PIECE = 1 << 18           # elements (1 MB of float32): a smaller op runs whole, as splitting it cost more
 COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
 
 _pool = {"count": None, "workers": [], "ticket": 0}
@@ -101,11 +101,18 @@ def split_flat(task, *arrays):
     memory, each a 1-D view, the k-th piece of every array holding the same elements. Only where
     the arrays are laid out alike (same shape, same order in memory, no gaps; dtypes may differ);
     returns False, having done nothing, where they are not."""
-    flats = [in_memory_order(a) for a in arrays]
-    if any(f is None for f in flats) or len({_element_strides(a) for a in arrays}) != 1:
-        return False
-    pieces = bounds(flats[0].size, min(count(), max(1, flats[0].size // MIN_PIECE)), 64)
-    run(lambda k: task(*(f[slice(*pieces[k])] for f in flats)), len(pieces))
+    if all(a.flags.c_contiguous and a.shape == arrays[0].shape for a in arrays):  # the quick, usual case
+        flats = [a.reshape(-1) for a in arrays]
+    else:
+        flats = [in_memory_order(a) for a in arrays]
+        if any(f is None for f in flats) or len({_element_strides(a) for a in arrays}) != 1:
+            return False
+    parts = min(count(), flats[0].size // MIN_PIECE)
+    if parts <= 1:
+        task(*flats)
+        return True
+    pieces = bounds(flats[0].size, parts, 64)
+    run(lambda k: task(*(f[slice(*pieces[k])] for f in flats)), parts)
     return True
 
 

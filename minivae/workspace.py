@@ -88,7 +88,10 @@ class Workspace:
             return self.empty(a.shape, dtype, xp)
         order = sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis]))  # slowest axis first
         base = self.empty([a.shape[axis] for axis in order], dtype, xp)
-        return base.transpose(np.argsort(order))
+        back = [0] * a.ndim                     # the inverse permutation of `order`
+        for position, axis in enumerate(order):
+            back[axis] = position
+        return base.transpose(back)
 
     def copy(self, a):
         """A copy of a in a workspace array laid out as a is."""

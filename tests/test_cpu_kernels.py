@@ -33,9 +33,20 @@ def reference_and_fast(fn, *args):
     return reference, fast
 
 
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} threads")
+def thread_count(request, monkeypatch):
+    """Run the test with the work split into 1, 2 and 3 parts (minivae/threads.py), from 1,024
+    elements up so that the test's arrays are split too."""
+    previous = threads.count()
+    threads.set_count(request.param)
+    monkeypatch.setattr(threads, "MIN_PIECE", 1024)
+    yield request.param
+    threads.set_count(previous)
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "CHWN view"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_im2col_and_col2im_equal_the_numpy_reference(case, layout):
+def test_im2col_and_col2im_equal_the_numpy_reference(case, layout, thread_count):
     shape, kernel, stride, pads = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32)
@@ -74,15 +85,6 @@ def relu_value_and_grad(x, g):
     y = F.relu(t)
     y.backward(g)
     return np.stack([y.data, t.grad])
-
-
-@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} threads")
-def thread_count(request):
-    """Run the test with the work split into 1, 2 and 3 parts (minivae/threads.py)."""
-    previous = threads.count()
-    threads.set_count(request.param)
-    yield request.param
-    threads.set_count(previous)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "CHWN view", "sliced (not one run of memory)",

@@ -11,10 +11,12 @@ from minivae import threads
 
 
 @pytest.fixture
-def parts():
-    """Three threads for the test, whatever this machine has; the count is put back afterwards."""
+def parts(monkeypatch):
+    """Three threads for the test, whatever this machine has, splitting work from 1,024 elements up
+    (small test arrays); the settings are put back afterwards."""
     previous = threads.count()
     threads.set_count(3)
+    monkeypatch.setattr(threads, "MIN_PIECE", 1024)
     yield 3
     threads.set_count(previous)
 
