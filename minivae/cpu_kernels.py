@@ -65,20 +65,21 @@ def _compile():
 
 def im2col(x_chwn, cols, sh, sw, top, left):
     """cols (C, kH, kW, OH, OW, N) from x (C, H, W, N), the channels split over the threads."""
-    _by_channels(_compiled["im2col_chwn"], x_chwn, cols, sh, sw, top, left)
+    _along_first_axis(_compiled["im2col_chwn"], (x_chwn, cols), sh, sw, top, left)
 
 
 def col2im(cols, out, sh, sw, top, left):
     """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads."""
-    _by_channels(_compiled["col2im_chwn"], cols, out, sh, sw, top, left)
+    _along_first_axis(_compiled["col2im_chwn"], (cols, out), sh, sw, top, left)
 
 
-def _by_channels(kernel, a, b, *args):
-    """kernel(a[c0:c1], b[c0:c1], *args) for one range of channels per thread, at once (where
-    there is enough to share: the hand-over costs more than a small copy)."""
-    parts = min(threads.count(), a.shape[0], max(a.size, b.size) // threads.MIN_PIECE)
-    pieces = threads.bounds(a.shape[0], max(parts, 1))
-    threads.run(lambda k: kernel(a[slice(*pieces[k])], b[slice(*pieces[k])], *args), len(pieces))
+def _along_first_axis(kernel, arrays, *args):
+    """kernel(*(a[r0:r1] for a in arrays), *args) for one range of the first axis per thread, at
+    once (where there is enough to share: the hand-over costs more than a small copy)."""
+    rows = arrays[0].shape[0]
+    parts = min(threads.count(), rows, max(a.size for a in arrays) // threads.MIN_PIECE)
+    pieces = threads.bounds(rows, max(parts, 1))
+    threads.run(lambda k: kernel(*(a[slice(*pieces[k])] for a in arrays), *args), len(pieces))
 
 
 def leaky_relu(x, y, slope, negative_slope):
@@ -103,10 +104,7 @@ def product(a, b, out):
     if a.ndim not in (2, 4) or a.shape != b.shape or a.shape != out.shape:
         return False
     order = sorted(range(b.ndim), key=lambda axis: -b.strides[axis])   # b's slowest axis first
-    a, b, out = (x.transpose(order) for x in (a, b, out))
-    kernel = _compiled[f"product_{a.ndim}d"]
-    pieces = threads.bounds(a.shape[0], min(threads.count(), a.shape[0]))
-    threads.run(lambda k: kernel(*(x[slice(*pieces[k])] for x in (a, b, out))), len(pieces))
+    _along_first_axis(_compiled[f"product_{a.ndim}d"], [x.transpose(order) for x in (a, b, out)])
     return True
 
 
