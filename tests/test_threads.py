@@ -1,6 +1,7 @@
 """The pool of minivae/threads.py: every part runs, exactly once, and at once; errors and NumPy's
 errstate reach across; a split product equals the product of its parts, and the same thread count
 gives the same bits."""
+import os
 import threading
 import warnings
 
@@ -93,3 +94,14 @@ def test_set_count_refuses_nonsense():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="threads.set_count"):
             threads.set_count(bad)
+
+
+def test_a_forked_child_starts_its_own_workers(parts):
+    threads.run(lambda k: None, parts)              # the parent's workers exist now
+    pid = os.fork()
+    if pid == 0:                                    # the child: the parent's threads are gone
+        done = []
+        threads.run(done.append, parts)
+        os._exit(0 if sorted(done) == [0, 1, 2] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
