@@ -31,7 +31,7 @@ import numpy as np
 from .workspace import workspace
 
 MIN_PRODUCT_FLOPS = 1 << 25   # a smaller product runs whole, on one thread: split, it ran slower
-MAX_THREADS = 64
+MAX_THREADS = 64              # the pool's threads at most (one done-signal slot each)
 SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
 MIN_PIECE = 1 << 18           # elements (1 MB of float32): a smaller op runs whole, as splitting it cost more
 COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
@@ -51,8 +51,8 @@ def count():
 def set_count(n):
     """Split the ops' work into n parts from now on (n = 1 turns the pool off; without Numba the
     parts run one after the other)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"threads.set_count: n must be a whole number >= 1, got {n!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"threads.set_count: n must be a whole number from 1 to {MAX_THREADS}, got {n!r}")
     _pool["count"] = n
 
 
@@ -308,4 +308,4 @@ def _default_count():
     """OpenBLAS's thread count, at most one per usable core; 1 where NumPy's BLAS is not an
     OpenBLAS whose threads we can ask to step aside (its threads and ours would fight)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(blas_threads() or 1, cores))
+    return max(1, min(blas_threads() or 1, cores, MAX_THREADS))

@@ -91,7 +91,7 @@ def test_the_blas_thread_count_is_put_back(parts):
 
 
 def test_set_count_refuses_nonsense():
-    for bad in (0, -1, 1.5, True):
+    for bad in (0, -1, 1.5, True, threads.MAX_THREADS + 1):
         with pytest.raises(ValueError, match="threads.set_count"):
             threads.set_count(bad)
 
