@@ -21,6 +21,12 @@ def linear(x, w, b=None):
     """Dense layer y = x @ w + b, x (N, in), w (in, out), b (out,).
 
     dL/dx = dL/dy @ wᵀ,  dL/dw = xᵀ @ dL/dy,  dL/db = Σ_batch dL/dy.
+
+    Like the convolutions (functional/im2col.py), linear keeps the batch as the fastest-moving
+    axis: it computes yᵀ = wᵀ @ xᵀ and dL/dxᵀ = w @ dL/dyᵀ, so y and dL/dx are (N, features)
+    views of (features, N) memory. Flatten of a convolution's output gives x in that layout
+    without a copy, and Reshape of y into images gives the layout the next convolution reads
+    without one; so do their gradients on the way back.
     """
     x, w, b = tensors(x, w, b)
     xp_of("linear", x, w, b)
@@ -32,12 +38,12 @@ def linear(x, w, b=None):
                          f"x {tuple(x.shape)}, w {tuple(w.shape)}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
-    y = matmul_arrays(x.data, w.data)
+    y = matmul_arrays(w.data.T, x.data.T).T                   # (out, N) memory
     if b is not None:
         y += b.data
 
     def backward(g):
-        return (matmul_arrays(g, w.data.T) if x.requires_grad else None,
+        return (matmul_arrays(w.data, g.T).T if x.requires_grad else None,
                 matmul_arrays(x.data.T, g) if w.requires_grad else None,
                 bias_grad(g) if b is not None and b.requires_grad else None)
     return Tensor.from_op(y, (x, w, b), backward, "linear")
