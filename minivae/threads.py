@@ -30,7 +30,8 @@ import numpy as np
 
 from .workspace import workspace
 
-MIN_PRODUCT_FLOPS = 1 << 25   # a smaller product runs whole, on one thread: split, it ran slower
+MIN_SPLIT_FLOPS = 1 << 20     # a smaller product runs whole, on one thread: split, it ran slower
+MIN_SUM_SPLIT_FLOPS = 1 << 25  # the same where the summed side is the longest (its split adds partial sums)
 MAX_THREADS = 64              # the pool's threads at most (one done-signal slot each)
 SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
 MIN_PIECE = 1 << 18           # elements (1 MB of float32): a smaller op runs whole, as splitting it cost more
@@ -132,11 +133,12 @@ def matmul(a, b, out):
     sides, each part a one-thread BLAS product: by columns or rows of out, or along the summed side
     (the parts' products then added up, in order); a small product runs whole."""
     (m, k), n = a.shape, b.shape[1]
-    parts = count() if 2 * m * n * k >= MIN_PRODUCT_FLOPS else 1
+    longest = max(m, n, k)
+    smallest = MIN_SUM_SPLIT_FLOPS if longest == k else MIN_SPLIT_FLOPS
+    parts = count() if 2 * m * n * k >= smallest else 1
     with one_blas_thread():
         if parts == 1:
             return np.matmul(a, b, out=out)
-        longest = max(m, n, k)
         if longest == n:
             pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
             run(lambda p: np.matmul(a, b[:, pieces[p]], out=out[:, pieces[p]]), parts)
