@@ -198,6 +198,20 @@ def test_dtype_is_kept(op, dtype):
     assert {y.dtype, x.grad.dtype, w.grad.dtype, b.grad.dtype} == {np.dtype(dtype)}
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "CHWN view", "matrix (1, C, L)", "2-D", "2-D batch-fast"])
+def test_bias_grad_is_the_sum_over_all_but_the_channel_axis_in_every_layout(layout):
+    # the ops hand bias_grad dL/dy in several layouts; where the channels can be rows of a matrix
+    # without a copy it sums by a matrix-vector product, else by NumPy's sum: the same numbers
+    from minivae.functional._common import bias_grad
+    g = {"NCHW": lambda: randn(4, 3, 5, 6),
+         "CHWN view": lambda: np.ascontiguousarray(randn(3, 5, 6, 4)).transpose(3, 0, 1, 2),
+         "matrix (1, C, L)": lambda: randn(1, 3, 40),
+         "2-D": lambda: randn(7, 3),
+         "2-D batch-fast": lambda: np.ascontiguousarray(randn(3, 7)).T}[layout]()
+    expected = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+    np.testing.assert_allclose(bias_grad(g), expected, rtol=1e-12, atol=1e-12)
+
+
 # ---- bad arguments: the error names the op and the shapes ---------------------------------------
 
 def _x(*shape):
