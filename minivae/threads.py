@@ -128,30 +128,43 @@ def _element_strides(a):
     return a.shape, tuple(s // a.itemsize for s in a.strides)
 
 
-def matmul(a, b, out):
+def matmul(a, b, out, row_bias=None):
     """out = a @ b for 2-D NumPy arrays, split into count() parts along the longest of its three
     sides, each part a one-thread BLAS product: by columns or rows of out, or along the summed side
-    (the parts' products then added up, in order); a small product runs whole."""
+    (the parts' products then added up, in order); a small product runs whole. With row_bias
+    (length a.shape[0]), out = a @ b + row_bias[:, None], each part's bias added by the thread
+    that made the part, while it is still in the cache."""
     (m, k), n = a.shape, b.shape[1]
     longest = max(m, n, k)
     smallest = MIN_SUM_SPLIT_FLOPS if longest == k else MIN_SPLIT_FLOPS
     parts = count() if 2 * m * n * k >= smallest else 1
+    bias = None if row_bias is None else row_bias[:, None]
     with one_blas_thread():
-        if parts == 1:
-            return np.matmul(a, b, out=out)
-        if longest == n:
+        if parts == 1 or longest == k:
+            if parts == 1:
+                np.matmul(a, b, out=out)
+            else:  # a long sum (a weight gradient): each part sums a stretch of it
+                pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
+                sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
+                run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
+                for partial in sums[1:]:
+                    out += partial
+            if bias is not None:
+                out += bias
+        elif longest == n:
             pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
-            run(lambda p: np.matmul(a, b[:, pieces[p]], out=out[:, pieces[p]]), parts)
-        elif longest == m:
+            run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], bias), parts)
+        else:
             pieces = [slice(*p) for p in bounds(m, parts, COLUMN_MULTIPLE)]
-            run(lambda p: np.matmul(a[pieces[p]], b, out=out[pieces[p]]), parts)
-        else:  # a long sum (a weight gradient): each part sums a stretch of it
-            pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
-            sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
-            run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
-            for partial in sums[1:]:
-                out += partial
+            run(lambda p: _product(a[pieces[p]], b, out[pieces[p]], None if bias is None else bias[pieces[p]]),
+                parts)
     return out
+
+
+def _product(a, b, out, bias):
+    np.matmul(a, b, out=out)
+    if bias is not None:
+        out += bias
 
 
 class one_blas_thread:

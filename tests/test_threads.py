@@ -74,6 +74,18 @@ def test_a_split_product_is_the_product_and_has_the_same_bits_each_time(shape, p
     assert np.array_equal(first, again)
 
 
+@pytest.mark.parametrize("shape", [(64, 576, 3136), (3136, 64, 96), (32, 12544, 64), (3, 4, 5)],
+                         ids=["long columns", "long rows", "long sum", "whole"])
+def test_a_row_bias_is_added_once_to_every_part(shape, parts):
+    m, k, n = shape
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    bias = rng.standard_normal(m, dtype=np.float32)
+    product = threads.matmul(a, b, np.empty((m, n), np.float32))
+    with_bias = threads.matmul(a, b, np.empty((m, n), np.float32), row_bias=bias)
+    assert np.array_equal(with_bias, product + bias[:, None])   # the same sum, in the same order
+
+
 def test_split_flat_refuses_arrays_laid_out_differently(parts):
     a = np.zeros((64, 1024), np.float32)
     assert not threads.split_flat(lambda *p: None, a, a.T.copy().T)   # same shape, other order

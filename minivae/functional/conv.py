@@ -108,9 +108,8 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
 def _correlated(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda dw: dw):
     """The convolution of x by the kernel array w_data (C_out, C_in, kH, kW) as the op `op` with
     inputs (x, w, b); weight_grad maps the gradient for w_data to the one for w."""
-    cols, y = _correlate(x.data, w_data, stride, pads)        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
-    if b is not None:
-        y += b.data[:, None]
+    cols, y = _correlate(x.data, w_data, stride, pads,        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
+                         None if b is None else b.data)
     kernel = w_data.shape[2:]
 
     def backward(g):
@@ -168,10 +167,11 @@ def _turned(w):
 
 # ---- the two array maps, each the other's transpose ---------------------------------------------
 
-def _correlate(x, w, stride, pads):
-    """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N)."""
+def _correlate(x, w, stride, pads, bias=None):
+    """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N),
+    plus the bias of each output channel where given."""
     cols = im2col(x, w.shape[2:], stride, pads)
-    return cols, matmul_arrays(w.reshape(w.shape[0], -1), cols)
+    return cols, matmul_arrays(w.reshape(w.shape[0], -1), cols, bias)
 
 
 def _scatter(x_mat, w, shape, stride, pads):

@@ -38,9 +38,7 @@ def linear(x, w, b=None):
                          f"x {tuple(x.shape)}, w {tuple(w.shape)}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
-    y = matmul_arrays(w.data.T, x.data.T).T                   # (out, N) memory
-    if b is not None:
-        y += b.data
+    y = matmul_arrays(w.data.T, x.data.T, None if b is None else b.data).T  # (out, N) memory
 
     def backward(g):
         return (matmul_arrays(w.data, g.T).T if x.requires_grad else None,
