@@ -140,28 +140,28 @@ def matmul(a, b, out, row_bias=None):
     parts = count() if 2 * m * n * k >= smallest else 1
     bias = None if row_bias is None else row_bias[:, None]
     with one_blas_thread():
-        if parts == 1 or longest == k:
-            if parts == 1:
-                np.matmul(a, b, out=out)
-            else:  # a long sum (a weight gradient): each part sums a stretch of it
-                pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
-                sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
-                run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
-                for partial in sums[1:]:
-                    out += partial
-            if bias is not None:
-                out += bias
+        if parts == 1:
+            _product(a, b, out, bias)
         elif longest == n:
             pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
             run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], bias), parts)
-        else:
+        elif longest == m:
             pieces = [slice(*p) for p in bounds(m, parts, COLUMN_MULTIPLE)]
             run(lambda p: _product(a[pieces[p]], b, out[pieces[p]], None if bias is None else bias[pieces[p]]),
                 parts)
+        else:  # a long sum (a weight gradient): each part sums a stretch of it
+            pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
+            sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
+            run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
+            for partial in sums[1:]:
+                out += partial
+            if bias is not None:
+                out += bias
     return out
 
 
 def _product(a, b, out, bias):
+    """out = a @ b (+ bias)."""
     np.matmul(a, b, out=out)
     if bias is not None:
         out += bias
