@@ -12,12 +12,12 @@
 #    CuPy's own expressions (minivae bench --kernels never);
 # 4. each kernel of one step timed alone (examples/bench_kernels.py: GPU ms, host µs per launch,
 #    achieved GB/s against the card's);
-# 5. one epoch of each preset on the GPU (test loss; foster reached 52.73 on an H100).
+# 5. one epoch of each preset on the GPU (test loss; foster's is in docs/gpu.md).
 # Everything goes to the log. MNIST must be there already: the run reads it from $MINIVAE_DATA or
 # ~/.cache/minivae (python -m minivae data fetches it where there is a network).
 #
-# NOT YET RUN: this script was written in a session without a GPU (only its syntax was checked).
-# The steps it runs are the ones a first H100 run did by hand (../shared/GPU-NOTES.md).
+# Last run on a GPU: never. Its steps repeat those of the H100 run at commit e935342 (2026-11-24);
+# docs/gpu.md has that run's figures and what has not run on a GPU since.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 LOG=${1:-gpu-check-$(date +%Y%m%d-%H%M%S).log}

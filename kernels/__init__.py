@@ -55,7 +55,7 @@ def _kernels(module):
 # A kernel decorated with a bare `@cuda.jit` works out its argument types at every launch and looks
 # its compiled version up by them, which costs a Numba launch with CuPy arrays about twice the host
 # time of one compiled for a single explicit signature (123 µs against 65 µs on an H100, see
-# ../shared/GPU-NOTES.md). So each kernel is compiled here, on first use, for exactly the types of
+# docs/gpu.md). So each kernel is compiled here, on first use, for exactly the types of
 # the arguments it is given (`cuda.jit("void(float32[::1], ...)")`), and launched through that
 # single-signature version. The configured launcher `kernel[blocks, threads]` is kept too: making
 # one converts the stream and, for a grid under 128 blocks, issues Numba's low-occupancy warning,

@@ -17,7 +17,7 @@ over memory:
   pass instead of eight to eleven (the same bits).
 
 Each is compiled with nogil and runs on every core through minivae/threads.py: the patch copies
-split by channels, the activations by stretches of memory. (Numba's own `prange` was tried first:
+split by channels, the activations by stretches of memory. (Not Numba's own `prange`: on 2 cores
 it made a training step 5x slower, its threads waiting for OpenBLAS's spin-waiting ones.)
 
 Only float32 (the training dtype) takes this path, so that the compiled versions are few: compiled

@@ -8,7 +8,7 @@ pool's threads, and waits for all of them. The parts really run at once because 
 matrix products and our Numba kernels (compiled with nogil) let go of Python's GIL while they work.
 
 One pool, not two. After each product OpenBLAS's threads spin-wait on the cores for more work, and
-a second pool's threads (Numba's `prange` was tried) wait for them to give a core up: on 2 cores
+a second pool's threads (Numba's `prange`, for one) wait for them to give a core up: on 2 cores
 that made a training step 5x slower. So the products are split too: while `matmul` runs, OpenBLAS
 is asked for one thread, and each part is a one-thread product of its own.
 

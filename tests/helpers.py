@@ -1,6 +1,7 @@
-"""What the test files share: a gradient-check case, random inputs away from kinks, and tiny
-stand-ins for the MNIST files."""
+"""What the test files share: a gradient-check case, random inputs away from kinks, tiny
+stand-ins for the MNIST files, and the sections and code blocks of a Markdown page."""
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,3 +63,21 @@ def fill(folder, files):
     for name, content in files.items():
         (folder / name).write_bytes(content)
     return folder
+
+
+# ---- Markdown pages (README.md, docs/) ----------------------------------------------------------
+
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def sections(text):
+    """[(heading, body)] for each `## ` section of a page."""
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return list(zip(parts[1::2], parts[2::2]))
+
+
+def blocks(body):
+    """The fenced blocks of a section in order, as (language, code, the text between it and the next block)."""
+    found = list(FENCE.finditer(body))
+    return [(m.group(1), m.group(2), body[m.end():found[k + 1].start()] if k + 1 < len(found) else "")
+            for k, m in enumerate(found)]

@@ -3,39 +3,22 @@ drift away from the code.
 
 - A ```python block is run, and what it prints must be the ```text block right after it (or
   nothing, when no ```text block follows). Each stop (a `## ` section) runs in a fresh namespace,
-  its blocks in order, as a reader would paste them into a new session.
+  its blocks in order, as a reader would paste them into a new interpreter.
 - A ```python block whose first line is `# from PATH` quotes a file: its lines must be in PATH, in order.
-- A ```console block: each `$ python -m minivae ...` command (after any VAR=value) must be one the
-  command line accepts, and a profile table's heading must be the one `profile` prints today (its
-  numbers are one machine's).
+- A ```console block is checked by tests/test_docs.py, as on every page of docs/.
 - Each "**Open:**" line names files that exist and functions or classes defined in them.
 """
 import contextlib
 import io
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 
-from minivae import cli, profile
+from helpers import blocks, sections
 
 ROOT = Path(__file__).resolve().parent.parent
 TOUR = ROOT / "docs" / "tour.md"
-FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```[ \t]*$", re.M | re.S)
-
-
-def sections(text):
-    """[(heading, body)] for each `## ` section of the page."""
-    parts = re.split(r"^## (.+)$", text, flags=re.M)
-    return list(zip(parts[1::2], parts[2::2]))
-
-
-def blocks(body):
-    """The fenced blocks of a section in order, as (language, code, the text between it and the next block)."""
-    found = list(FENCE.finditer(body))
-    return [(m.group(1), m.group(2), body[m.end():found[k + 1].start()] if k + 1 < len(found) else "")
-            for k, m in enumerate(found)]
 
 
 def runnable(body):
@@ -110,21 +93,3 @@ def test_open_lines_name_files_and_definitions_that_exist():
         for name in re.findall(r"`([\w.]+)`", line):
             for part in name.split("."):
                 assert re.search(rf"^\s*(def|class) {part}\b", text, re.M), f"{line}: no '{part}'"
-
-
-def test_console_commands_parse_and_the_profile_table_has_todays_columns():
-    consoles = [code for _, body in sections(PAGE) for language, code, _ in blocks(body)
-                if language == "console"]
-    assert consoles
-    parser = cli._parser()
-    commands = [shlex.split(line[2:]) for code in consoles for line in code.splitlines() if line.startswith("$ ")]
-    for words in commands:
-        while "=" in words[0]:  # an environment variable set for the command
-            words = words[1:]
-        assert words[:3] == ["python", "-m", "minivae"], f"not a minivae command: {' '.join(words)}"
-        parser.parse_args(words[3:])  # exits (fails the test) on an option the command line lacks
-    row = profile.Row("encoder.encoder_conv_0", "conv2d", [0.001], [0.002], [10 ** 6, 10 ** 6], "FLOP")
-    report = profile.Report("foster", "cpu", 1, 1, 0, 1.0, 1.0, 64, 1, [row], 3.0, 3.0, 1.0, 2.0)
-    heading = next(line for line in profile.format_report(report).splitlines() if line.startswith("layer"))
-    shown = [line for code in consoles for line in code.splitlines() if line.startswith("layer")]
-    assert shown and all(line == heading for line in shown)
