@@ -6,7 +6,9 @@ examples/torch_reference.py, starting from the same weights, times the same step
 batches with as many threads. Each runs in a process of its own, so each peak memory is its own.
 The two take turns --repeats times and the medians are reported, so a noisy machine slows both
 alike. `ratio` is minivae's median images/s over PyTorch's (above 1: minivae is faster). Without
-PyTorch only minivae is timed. Each result is also printed as one JSON line.
+PyTorch only minivae is timed. The table's head names the CPU (its model name from /proc/cpuinfo),
+the usable cores, the date and the libraries' versions; each result is also printed as one JSON
+line, which names the CPU and the date again.
 
 The child processes run without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (some machines set them,
 and they slow a current NumPy by 15-25%; a user's machine has neither), and with
@@ -26,6 +28,7 @@ import time
 
 import numpy as np
 
+import minivae
 from minivae import bench, data, rng
 from minivae.train import TrainConfig, build
 
@@ -107,7 +110,12 @@ def main():
         print("(PyTorch not installed: timing minivae only)")
 
     removed = [name for name in bench.OPENBLAS_TUNING if name in os.environ]
-    print(f"BLAS: {bench.blas_info()['blas']}; children run with OMP_NUM_THREADS = the thread count"
+    machine = bench.machine()
+    versions = {"minivae": minivae.__version__, "numpy": np.__version__,
+                "torch": torch.__version__ if torch is not None else None}
+    print(f"CPU: {machine['cpu']}, {machine['cores']} usable cores; {machine['date']}")
+    print(f"minivae {versions['minivae']}, NumPy {versions['numpy']}, PyTorch {versions['torch'] or '-'}, "
+          f"BLAS: {bench.blas_info()['blas']}; children run with OMP_NUM_THREADS = the thread count"
           + (f", without {' and '.join(removed)}" if removed else ""))
     print(f"{'model':<8} {'batch':>5} {'thr':>3} {'minivae img/s':>13} {'ms/step':>8} {'faults':>6} "
           f"{'peak MB':>8} {'torch img/s':>11} {'faults':>6} {'torch MB':>8} {'ratio':>6}")
@@ -123,7 +131,7 @@ def main():
                     ours.append(last_json_line([sys.executable, "-m", "minivae", "bench"] + common, env))
                     if torch is not None:
                         theirs.append(last_json_line([sys.executable, __file__, "--torch-only"] + common, env))
-                result = {**median_run(ours), "threads": threads}
+                result = {**median_run(ours), "threads": threads, "versions": versions}
                 if theirs:
                     torch_run = median_run(theirs)
                     result.update(torch_images_per_s=torch_run["images_per_s"],

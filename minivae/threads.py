@@ -319,8 +319,12 @@ def blas_threads():
     return None if blas is None else int(blas.get())
 
 
+def usable_cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _default_count():
     """OpenBLAS's thread count, at most one per usable core; 1 where NumPy's BLAS is not an
     OpenBLAS whose threads we can ask to step aside (its threads and ours would fight)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(blas_threads() or 1, cores, MAX_THREADS))
+    return max(1, min(blas_threads() or 1, usable_cores(), MAX_THREADS))
