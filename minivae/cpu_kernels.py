@@ -6,9 +6,9 @@ over memory:
 
 - im2col copies each patch entry from x, or writes 0 where the patch reaches into the padding,
   so it needs no padded copy of x;
-- col2im gathers, for each pixel, the patch entries that were read from it, and adds them in the
-  order NumPy's loop over the kernel offsets (i, j) adds them, starting from 0: the same sums
-  in the same order, so the same bits;
+- col2im adds each kernel offset's block of patch entries back onto the pixels they were read
+  from, offset after offset as NumPy's loop does, starting from 0, without a padded copy: the
+  same sums in the same order, so the same bits;
 - leaky_relu's forward makes its slope (1 or a) and y = slope·x in one pass instead of NumPy's
   five (the same float32 products);
 - relu's forward makes y and the mask x > 0 in one pass instead of NumPy's two, and `product`
@@ -196,8 +196,13 @@ def im2col_chwn(x, cols, sh, sw, top, left):
 
 def col2im_chwn(cols, out, sh, sw, top, left):
     """out[c, r, s, n] = Σ over the offsets (i, j) whose patch read pixel (r, s) of
-    cols[c, i, j, p, q, n], p = (r + top - i) / sH, q = (s + left - j) / sW, summed in (i, j)
-    order. cols (C, kH, kW, OH, OW, N), out (C, H, W, N)."""
+    cols[c, i, j, p, q, n], r = p·sH + i - top, s = q·sW + j - left, summed in (i, j) order.
+    cols (C, kH, kW, OH, OW, N), out (C, H, W, N).
+
+    Walked as NumPy's loop walks it, offset by offset, adding each block of cols onto the pixels
+    it was read from: cols is read once, in order, and one channel of out stays in the cache
+    (the pixel-by-pixel gather read kH·kW places of cols at once, 2-3x slower); each pixel still
+    gets its terms in (i, j) order, so the same sums."""
     channels, height, width, batch = out.shape
     _, kh, kw, oh, ow, _ = cols.shape
     for c in range(channels):
@@ -205,13 +210,14 @@ def col2im_chwn(cols, out, sh, sw, top, left):
             for s in range(width):
                 for n in range(batch):
                     out[c, r, s, n] = 0
-                for i in range(kh):
-                    p, rest = divmod(r + top - i, sh)
-                    if rest != 0 or p < 0 or p >= oh:
+        for i in range(kh):
+            for j in range(kw):
+                for p in range(oh):
+                    r = p * sh + i - top
+                    if r < 0 or r >= height:
                         continue
-                    for j in range(kw):
-                        q, rest = divmod(s + left - j, sw)
-                        if rest != 0 or q < 0 or q >= ow:
-                            continue
-                        for n in range(batch):
-                            out[c, r, s, n] += cols[c, i, j, p, q, n]
+                    for q in range(ow):
+                        s = q * sw + j - left
+                        if 0 <= s < width:
+                            for n in range(batch):
+                                out[c, r, s, n] += cols[c, i, j, p, q, n]
