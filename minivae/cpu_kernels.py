@@ -58,7 +58,7 @@ def _compile():
             settings["enabled"] = False
             return False
         for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
-                       product_4d, rmsprop_flat, adam_flat):
+                       product_4d, rmsprop_flat, adam_flat, relu_2d, leaky_relu_2d, activation_grad_flat):
             # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead of
             # raising; without it every division is checked first, and RMSprop's and Adam's loops
             # could not be vectorized (8x slower, the same bits)
@@ -96,6 +96,28 @@ def relu(x, y, positive):
     """Fill y (laid out as x) with max(x, 0) and positive with x > 0; False (nothing done) where
     the three cannot be walked as one flat run of memory."""
     return threads.split_flat(_compiled["relu_flat"], x, y, positive)
+
+
+def activate(y, negative_slope):
+    """y = relu(y) (negative_slope None) or leaky_relu(y, a), in place, for a 2-D y (a part of a
+    product, on the thread that made it)."""
+    if negative_slope is None:
+        _compiled["relu_2d"](y)
+    else:
+        _compiled["leaky_relu_2d"](y, np.float32(negative_slope))
+
+
+def activate_split(y, negative_slope):
+    """activate on a whole y of any shape, stretches of its memory split over the threads; False
+    (nothing done) where y has gaps."""
+    return threads.split_flat(lambda piece: activate(piece[None], negative_slope), y)
+
+
+def activation_grad(g, y, out, negative_slope):
+    """out = g · slope, the slope read off the activation's output y (see activation_grad_flat);
+    False (nothing done) where g, y and out are not laid out alike."""
+    a = np.float32(0 if negative_slope is None else negative_slope)
+    return threads.split_flat(lambda *pieces: _compiled["activation_grad_flat"](*pieces, a), g, y, out)
 
 
 def product(a, b, out):
@@ -172,6 +194,29 @@ def relu_flat(x, y, positive):
     for k in range(x.size):
         positive[k] = x[k] > 0
         y[k] = np.float32(0) if x[k] <= 0 else x[k]
+
+
+def relu_2d(y):
+    """y = max(y, 0) in place, as relu_flat makes it."""
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] = np.float32(0) if y[i, j] <= 0 else y[i, j]
+
+
+def leaky_relu_2d(y, negative_slope):
+    """y = slope·y in place, the slope as leaky_relu_flat makes it."""
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            x = y[i, j]
+            y[i, j] = x * (np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0)))
+
+
+def activation_grad_flat(g, y, out, negative_slope):
+    """out = g · slope for y = relu(x) (slope a = 0) or leaky_relu(x, a), a >= 0: the slope 1 where
+    y > 0, a where y <= 0, 0 where y is NaN. With a >= 0, y > 0 exactly where x > 0 and y is NaN
+    exactly where x is, so these are the slopes relu_flat and leaky_relu_flat give."""
+    for k in range(g.size):
+        out[k] = g[k] * (np.float32(1) if y[k] > 0 else (negative_slope if y[k] <= 0 else np.float32(0)))
 
 
 def im2col_chwn(x, cols, sh, sw, top, left):

@@ -4,7 +4,9 @@ The profiler times the ops training runs, not copies of them. While it runs, eac
 of `minivae.functional` is replaced by a wrapper that times the call, and `Tensor.backward` hands
 each node's backward closure to a hook that times it (`tensor.backward_hook`). On a GPU each timed
 region starts and ends with a device synchronization, so that it holds that op's kernels and no
-others. Rows are grouped by the layer an op ran in (`Tensor.layer`) and the op's name.
+others. Rows are grouped by the layer an op ran in (`Tensor.layer`) and the op's name. A ReLU or
+LeakyReLU that follows a conv or dense layer runs inside it (nn.Sequential fuses the two) and is
+timed in its row.
 
 Work and rate. The matrix-product ops (conv2d, conv_transpose2d, linear, matmul) are counted in
 FLOPs (a multiply-add is 2) by the small functions below, and their rate is compared with the
