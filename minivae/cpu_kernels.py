@@ -98,19 +98,22 @@ def relu(x, y, positive):
     return threads.split_flat(_compiled["relu_flat"], x, y, positive)
 
 
-def activate(y, negative_slope):
+def activate(y, negative_slope, row_bias=None):
     """y = relu(y) (negative_slope None) or leaky_relu(y, a), in place, for a 2-D y (a part of a
-    product, on the thread that made it)."""
+    product, on the thread that made it); with row_bias, of y + row_bias[:, None] in the same pass."""
     if negative_slope is None:
-        _compiled["relu_2d"](y)
+        _compiled["relu_2d"](y, row_bias)
     else:
-        _compiled["leaky_relu_2d"](y, np.float32(negative_slope))
+        _compiled["leaky_relu_2d"](y, row_bias, np.float32(negative_slope))
 
 
-def activate_split(y, negative_slope):
-    """activate on a whole y of any shape, stretches of its memory split over the threads; False
-    (nothing done) where y has gaps."""
-    return threads.split_flat(lambda piece: activate(piece[None], negative_slope), y)
+def activate_rows(y, negative_slope, row_bias=None):
+    """activate on a whole 2-D y (a (C, H·W·N) output, row_bias its channels' bias), its rows
+    split over the threads."""
+    if row_bias is None:
+        _along_first_axis(lambda part: activate(part, negative_slope), (y,))
+    else:
+        _along_first_axis(lambda part, bias: activate(part, negative_slope, bias), (y, row_bias))
 
 
 def activation_grad(g, y, out, negative_slope):
@@ -196,18 +199,19 @@ def relu_flat(x, y, positive):
         y[k] = np.float32(0) if x[k] <= 0 else x[k]
 
 
-def relu_2d(y):
-    """y = max(y, 0) in place, as relu_flat makes it."""
+def relu_2d(y, row_bias):
+    """y = max(y (+ row_bias[i]), 0) in place, as relu_flat makes it (row_bias may be None)."""
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
-            y[i, j] = np.float32(0) if y[i, j] <= 0 else y[i, j]
+            x = y[i, j] if row_bias is None else y[i, j] + row_bias[i]
+            y[i, j] = np.float32(0) if x <= 0 else x
 
 
-def leaky_relu_2d(y, negative_slope):
-    """y = slope·y in place, the slope as leaky_relu_flat makes it."""
+def leaky_relu_2d(y, row_bias, negative_slope):
+    """y = slope·(y (+ row_bias[i])) in place, the slope as leaky_relu_flat makes it (row_bias may be None)."""
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
-            x = y[i, j]
+            x = y[i, j] if row_bias is None else y[i, j] + row_bias[i]
             y[i, j] = x * (np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0)))
 
 

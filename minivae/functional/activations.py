@@ -37,10 +37,17 @@ class Fused:
         else:
             y *= self._slope(y)
 
-    def apply_split(self, y):
-        """apply on a whole output, split over the threads where the kernels run."""
-        if not (cpu_kernels.use_for(y) and cpu_kernels.activate_split(y, self.negative_slope)):
-            self.apply(y)
+    def apply_with_bias(self, y, bias=None):
+        """y = activation(y + bias), in place, for a whole (N, C, H, W) output and its bias (C,)
+        (or None): where y is a view of CHWN memory, as col2im makes it, in one pass over y split
+        by channels over the threads, instead of a pass for the bias on one thread and another."""
+        rows = y.transpose(1, 2, 3, 0)                        # (C, H, W, N)
+        if cpu_kernels.use_for(y) and rows.flags.c_contiguous and (bias is None or cpu_kernels.use_for(bias)):
+            cpu_kernels.activate_rows(rows.reshape(rows.shape[0], -1), self.negative_slope, bias)
+            return
+        if bias is not None:
+            y += bias[:, None, None]
+        self.apply(y)
 
     def backward(self, g, y):
         """dL/dx = dL/dy · slope, into a workspace array laid out as y."""

@@ -141,10 +141,10 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
     gradient for w_data to the one for w."""
     x_mat = to_chwn(x.data)                                   # X (C_in, H·W·N)
     y = _scatter(x_mat, w_data, out_shape, stride, pads)      # (N, C_out, OH, OW), a view of ours
-    if b is not None:
-        y += b.data[:, None, None]
     if activation is not None:
-        activation.apply_split(y)
+        activation.apply_with_bias(y, None if b is None else b.data)
+    elif b is not None:
+        y += b.data[:, None, None]
 
     def backward(g):
         if activation is not None:
