@@ -206,11 +206,11 @@ FUSE = {"enabled": True}  # False: every layer runs on its own (to compare, or t
 
 def _fusable(layer, following, x):
     """The activations.Fused for `layer` to apply in place of the ReLU or LeakyReLU `following`
-    it, or None. On the CPU only (the GPU has kernels of its own for the activations), and not
-    while `summary` lists the layers one by one."""
+    it, or None. On NumPy arrays only, where our CUDA kernels do not run the activations (on the
+    GPU they have kernels of their own), and not while `summary` lists the layers one by one."""
     if (not FUSE["enabled"] or _summary_rows is not None or not isinstance(layer, (Conv2d, ConvTranspose2d, Dense))
             or not isinstance(following, (ReLU, LeakyReLU)) or not isinstance(x, Tensor)
-            or backend.array_module(x.data) is not np):
+            or backend.array_module(x.data) is not np or backend.kernels_for(x.data)):
         return None
     return following.fused()
 
