@@ -58,7 +58,7 @@ def _compile():
             settings["enabled"] = False
             return False
         for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
-                       product_4d, rmsprop_flat, adam_flat, relu_2d, leaky_relu_2d, activation_grad_flat):
+                       product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
             # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead of
             # raising; without it every division is checked first, and RMSprop's and Adam's loops
             # could not be vectorized (8x slower, the same bits)
@@ -99,12 +99,25 @@ def relu(x, y, positive):
 
 
 def activate(y, negative_slope, row_bias=None):
-    """y = relu(y) (negative_slope None) or leaky_relu(y, a), in place, for a 2-D y (a part of a
-    product, on the thread that made it); with row_bias, of y + row_bias[:, None] in the same pass."""
+    """y = relu(y) (negative_slope None) or leaky_relu(y, a), in place, for a 2-D y whose rows are
+    runs of memory (a part of a product, on the thread that made it, or a whole output); with
+    row_bias, of y + row_bias[:, None] in the same pass.
+
+    A column part of a product is not one run of memory, and Numba compiles a loop over such an
+    array for any strides, without SIMD: 50x slower. So the kernel walks the one run of memory
+    from the part's first number to its last, as a flat array, and touches only the part's own
+    numbers in it (row i is flat[i·row_step : i·row_step + columns])."""
+    rows, columns = y.shape
+    if rows == 0 or columns == 0:
+        return
+    if y.strides[1] != y.itemsize or y.strides[0] % y.itemsize:
+        raise ValueError(f"activate: the rows of y must be runs of memory, got strides {y.strides}")
+    row_step = y.strides[0] // y.itemsize
+    flat = np.lib.stride_tricks.as_strided(y, shape=((rows - 1) * row_step + columns,), strides=(y.itemsize,))
     if negative_slope is None:
-        _compiled["relu_2d"](y, row_bias)
+        _compiled["relu_rows"](flat, rows, columns, row_step, row_bias)
     else:
-        _compiled["leaky_relu_2d"](y, row_bias, np.float32(negative_slope))
+        _compiled["leaky_relu_rows"](flat, rows, columns, row_step, row_bias, np.float32(negative_slope))
 
 
 def activate_rows(y, negative_slope, row_bias=None):
@@ -199,20 +212,24 @@ def relu_flat(x, y, positive):
         y[k] = np.float32(0) if x[k] <= 0 else x[k]
 
 
-def relu_2d(y, row_bias):
-    """y = max(y (+ row_bias[i]), 0) in place, as relu_flat makes it (row_bias may be None)."""
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            x = y[i, j] if row_bias is None else y[i, j] + row_bias[i]
-            y[i, j] = np.float32(0) if x <= 0 else x
+def relu_rows(flat, rows, columns, row_step, row_bias):
+    """y = max(y (+ row_bias[i]), 0) in place for row i = flat[i·row_step:][:columns], as relu_flat
+    makes it (row_bias may be None)."""
+    for i in range(rows):
+        row = flat[i * row_step:i * row_step + columns]  # a run of memory: its loop is SIMD
+        for j in range(columns):
+            x = row[j] if row_bias is None else row[j] + row_bias[i]
+            row[j] = np.float32(0) if x <= 0 else x
 
 
-def leaky_relu_2d(y, row_bias, negative_slope):
-    """y = slope·(y (+ row_bias[i])) in place, the slope as leaky_relu_flat makes it (row_bias may be None)."""
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            x = y[i, j] if row_bias is None else y[i, j] + row_bias[i]
-            y[i, j] = x * (np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0)))
+def leaky_relu_rows(flat, rows, columns, row_step, row_bias, negative_slope):
+    """y = slope·(y (+ row_bias[i])) in place for row i = flat[i·row_step:][:columns], the slope as
+    leaky_relu_flat makes it (row_bias may be None)."""
+    for i in range(rows):
+        row = flat[i * row_step:i * row_step + columns]
+        for j in range(columns):
+            x = row[j] if row_bias is None else row[j] + row_bias[i]
+            row[j] = x * (np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0)))
 
 
 def activation_grad_flat(g, y, out, negative_slope):
