@@ -106,18 +106,20 @@ def activate(y, negative_slope, row_bias=None):
     A column part of a product is not one run of memory, and Numba compiles a loop over such an
     array for any strides, without SIMD: 50x slower. So the kernel walks the one run of memory
     from the part's first number to its last, as a flat array, and touches only the part's own
-    numbers in it (row i is flat[i·row_step : i·row_step + columns])."""
+    numbers in it (row i is flat[i·row_step : i·row_step + columns]). False (nothing done) where
+    the rows of y are not runs of memory."""
     rows, columns = y.shape
+    if y.strides[1] != y.itemsize or y.strides[0] < 0 or y.strides[0] % y.itemsize:
+        return False
     if rows == 0 or columns == 0:
-        return
-    if y.strides[1] != y.itemsize or y.strides[0] % y.itemsize:
-        raise ValueError(f"activate: the rows of y must be runs of memory, got strides {y.strides}")
+        return True
     row_step = y.strides[0] // y.itemsize
     flat = np.lib.stride_tricks.as_strided(y, shape=((rows - 1) * row_step + columns,), strides=(y.itemsize,))
     if negative_slope is None:
         _compiled["relu_rows"](flat, rows, columns, row_step, row_bias)
     else:
         _compiled["leaky_relu_rows"](flat, rows, columns, row_step, row_bias, np.float32(negative_slope))
+    return True
 
 
 def activate_rows(y, negative_slope, row_bias=None):

@@ -108,3 +108,15 @@ def test_a_training_step_of_each_book_model_has_the_same_bits_fused_or_not(model
         results.append([loss.data] + [p.grad for p in net.parameters()])
     for fused, separate in zip(*results):
         assert np.array_equal(fused.view(np.uint32), separate.view(np.uint32))
+
+
+@pytest.mark.parametrize("part", ["columns of a product (rows are runs of memory)", "every other column (NumPy's way)"])
+def test_apply_on_a_part_changes_that_part_only(part):
+    """What a product's thread hands `apply`: a column slice of the output. The numbers around it
+    stay as they were."""
+    y = np.random.default_rng(3).standard_normal((5, 40)).astype(np.float32)
+    piece = (slice(None), slice(16, 32)) if part.startswith("columns") else (slice(None), slice(1, None, 2))
+    expected = y.copy()
+    expected[piece] = F.leaky_relu(Tensor(y[piece]), 0.3).data
+    Fused(0.3).apply(y[piece])
+    np.testing.assert_array_equal(y, expected)

@@ -30,9 +30,9 @@ class Fused:
 
     def apply(self, y):
         """y = activation(y), in place (on this thread: y is a part of a product)."""
-        if cpu_kernels.use_for(y) and y.ndim == 2:
-            cpu_kernels.activate(y, self.negative_slope)
-        elif self.negative_slope is None:
+        if cpu_kernels.use_for(y) and y.ndim == 2 and cpu_kernels.activate(y, self.negative_slope):
+            return
+        if self.negative_slope is None:
             backend.array_module(y).maximum(y, 0, out=y)
         else:
             y *= self._slope(y)
