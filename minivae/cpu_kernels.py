@@ -57,7 +57,7 @@ def _compile():
         except ImportError:
             settings["enabled"] = False
             return False
-        for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
+        for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
                        product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
             # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead of
             # raising; without it every division is checked first, and RMSprop's and Adam's loops
@@ -71,9 +71,17 @@ def im2col(x_chwn, cols, sh, sw, top, left):
     _along_first_axis(_compiled["im2col_chwn"], (x_chwn, cols), sh, sw, top, left)
 
 
+COL2IM_GATHER_FROM = 65   # batch size from which col2im gathers pixel by pixel (see col2im)
+
+
 def col2im(cols, out, sh, sw, top, left):
-    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads."""
-    _along_first_axis(_compiled["col2im_chwn"], (cols, out), sh, sw, top, left)
+    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads.
+
+    Two walks give the same sums: offset by offset (col2im_chwn), 1.4-2.9x faster up to batch 64
+    at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
+    batch 128 (one thread, medians of 15, on the 2-core AMD EPYC of docs/performance-18.md)."""
+    kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
+    _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left)
 
 
 def _along_first_axis(kernel, arrays, *args):
@@ -268,9 +276,8 @@ def col2im_chwn(cols, out, sh, sw, top, left):
     cols (C, kH, kW, OH, OW, N), out (C, H, W, N).
 
     Walked as NumPy's loop walks it, offset by offset, adding each block of cols onto the pixels
-    it was read from: cols is read once, in order, and one channel of out stays in the cache
-    (the pixel-by-pixel gather read kH·kW places of cols at once, 2-3x slower); each pixel still
-    gets its terms in (i, j) order, so the same sums."""
+    it was read from: cols is read once, in order, with one channel of out in the cache; each
+    pixel still gets its terms in (i, j) order, so the same sums."""
     channels, height, width, batch = out.shape
     _, kh, kw, oh, ow, _ = cols.shape
     for c in range(channels):
@@ -289,3 +296,27 @@ def col2im_chwn(cols, out, sh, sw, top, left):
                         if 0 <= s < width:
                             for n in range(batch):
                                 out[c, r, s, n] += cols[c, i, j, p, q, n]
+
+
+def col2im_gather_chwn(cols, out, sh, sw, top, left):
+    """out[c, r, s, n] = Σ over the offsets (i, j) whose patch read pixel (r, s) of
+    cols[c, i, j, p, q, n], p = (r + top - i) / sH, q = (s + left - j) / sW, summed in (i, j)
+    order. cols (C, kH, kW, OH, OW, N), out (C, H, W, N). Pixel by pixel: each pixel of out is
+    written once, its terms gathered from the kH·kW blocks of cols."""
+    channels, height, width, batch = out.shape
+    _, kh, kw, oh, ow, _ = cols.shape
+    for c in range(channels):
+        for r in range(height):
+            for s in range(width):
+                for n in range(batch):
+                    out[c, r, s, n] = 0
+                for i in range(kh):
+                    p, rest = divmod(r + top - i, sh)
+                    if rest != 0 or p < 0 or p >= oh:
+                        continue
+                    for j in range(kw):
+                        q, rest = divmod(s + left - j, sw)
+                        if rest != 0 or q < 0 or q >= ow:
+                            continue
+                        for n in range(batch):
+                            out[c, r, s, n] += cols[c, i, j, p, q, n]
