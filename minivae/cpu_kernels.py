@@ -281,10 +281,7 @@ def col2im_chwn(cols, out, sh, sw, top, left):
     channels, height, width, batch = out.shape
     _, kh, kw, oh, ow, _ = cols.shape
     for c in range(channels):
-        for r in range(height):
-            for s in range(width):
-                for n in range(batch):
-                    out[c, r, s, n] = 0
+        out[c] = 0
         for i in range(kh):
             for j in range(kw):
                 for p in range(oh):
