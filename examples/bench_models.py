@@ -6,7 +6,9 @@ examples/torch_reference.py, starting from the same weights, times the same step
 batches with as many threads. Each runs in a process of its own, so each peak memory is its own.
 The two take turns --repeats times and the medians are reported, so a noisy machine slows both
 alike. `ratio` is minivae's median images/s over PyTorch's (above 1: minivae is faster). Without
-PyTorch only minivae is timed. Each result is also printed as one JSON line.
+PyTorch only minivae is timed. The table's head names the CPU (its model name from /proc/cpuinfo),
+the usable cores, the date and the libraries' versions; each result is also printed as one JSON
+line, which names the CPU and the date again.
 
 The child processes run without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (some machines set them,
 and they slow a current NumPy by 15-25%; a user's machine has neither), and with
@@ -16,6 +18,7 @@ OMP_NUM_THREADS set to the thread count; the BLAS that ran and its thread count 
     python examples/bench_models.py --threads 1 2 --model chollet --batch-size 16 32 128
     python examples/bench_models.py --model foster --batch-size 32 --steps 50
     python examples/bench_models.py --device cuda --batch-size 32 128 1024
+    python examples/bench_models.py --baseline /tmp/before   # against another checkout, in the same turns
 """
 import argparse
 import json
@@ -26,6 +29,7 @@ import time
 
 import numpy as np
 
+import minivae
 from minivae import bench, data, rng
 from minivae.train import TrainConfig, build
 
@@ -95,8 +99,13 @@ def main():
                         help="thread counts to compare at (default: the usable cores)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="turns each (processes); medians are reported")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="another checkout of minivae (e.g. `git worktree add /tmp/before main`), timed "
+                             "in the same turns: its images/s and its ratio to PyTorch are printed too")
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "minivae", "__init__.py")):
+        parser.error(f"--baseline {args.baseline}: no minivae package in that folder")
     if args.torch_only:
         print(json.dumps(torch_bench(args.model[0], args.batch_size[0], args.steps, args.device)))
         return
@@ -107,23 +116,35 @@ def main():
         print("(PyTorch not installed: timing minivae only)")
 
     removed = [name for name in bench.OPENBLAS_TUNING if name in os.environ]
-    print(f"BLAS: {bench.blas_info()['blas']}; children run with OMP_NUM_THREADS = the thread count"
+    machine = bench.machine()
+    versions = {"minivae": minivae.__version__, "numpy": np.__version__,
+                "torch": torch.__version__ if torch is not None else None}
+    print(f"CPU: {machine['cpu']}, {machine['cores']} usable cores; {machine['date']}")
+    print(f"minivae {versions['minivae']}, NumPy {versions['numpy']}, PyTorch {versions['torch'] or '-'}, "
+          f"BLAS: {bench.blas_info()['blas']}; children run with OMP_NUM_THREADS = the thread count"
           + (f", without {' and '.join(removed)}" if removed else ""))
+    if args.baseline:
+        print(f"baseline: the minivae in {args.baseline}")
     print(f"{'model':<8} {'batch':>5} {'thr':>3} {'minivae img/s':>13} {'ms/step':>8} {'faults':>6} "
-          f"{'peak MB':>8} {'torch img/s':>11} {'faults':>6} {'torch MB':>8} {'ratio':>6}")
+          f"{'peak MB':>8} {'torch img/s':>11} {'faults':>6} {'torch MB':>8} {'ratio':>6}"
+          + (f" {'baseline img/s':>14} {'its ratio':>9}" if args.baseline else ""))
     results = []
     for threads in args.threads:
         env = child_environment(threads)
+        baseline_env = {**env, "PYTHONPATH": os.path.abspath(args.baseline or ".")}
         for model in args.model:
             for batch_size in args.batch_size:
                 common = ["--model", model, "--batch-size", str(batch_size), "--steps", str(args.steps),
                           "--device", args.device]
-                ours, theirs = [], []
+                ours, theirs, baseline = [], [], []
                 for _ in range(args.repeats):
                     ours.append(last_json_line([sys.executable, "-m", "minivae", "bench"] + common, env))
+                    if args.baseline:
+                        baseline.append(last_json_line([sys.executable, "-m", "minivae", "bench"] + common,
+                                                       baseline_env))
                     if torch is not None:
                         theirs.append(last_json_line([sys.executable, __file__, "--torch-only"] + common, env))
-                result = {**median_run(ours), "threads": threads}
+                result = {**median_run(ours), "threads": threads, "versions": versions}
                 if theirs:
                     torch_run = median_run(theirs)
                     result.update(torch_images_per_s=torch_run["images_per_s"],
@@ -131,12 +152,19 @@ def main():
                                   torch_peak_rss_mb=torch_run["peak_rss_mb"],
                                   torch_threads=torch_run["torch_threads"],
                                   ratio=round(result["images_per_s"] / torch_run["images_per_s"], 2))
+                if baseline:
+                    result["baseline_images_per_s"] = median_run(baseline)["images_per_s"]
+                    if theirs:
+                        result["baseline_ratio"] = round(result["baseline_images_per_s"]
+                                                         / result["torch_images_per_s"], 2)
                 nan = float("nan")
                 print(f"{model:<8} {batch_size:>5} {threads:>3} {result['images_per_s']:>13.1f} "
                       f"{result['ms_per_step']:>8.1f} {result['minor_faults_per_step']:>6.0f} "
                       f"{result['peak_rss_mb']:>8.0f} {result.get('torch_images_per_s', nan):>11.1f} "
                       f"{result.get('torch_minor_faults_per_step', nan):>6.0f} "
-                      f"{result.get('torch_peak_rss_mb', nan):>8.0f} {result.get('ratio', nan):>6.2f}", flush=True)
+                      f"{result.get('torch_peak_rss_mb', nan):>8.0f} {result.get('ratio', nan):>6.2f}"
+                      + (f" {result['baseline_images_per_s']:>14.1f} {result.get('baseline_ratio', nan):>9.2f}"
+                         if baseline else ""), flush=True)
                 results.append(result)
     print("faults: minor page faults per step; peak MB: each process's peak resident memory "
           "(data, model, Python and library included).")

@@ -6,7 +6,9 @@ A step here is the training loop's step (minivae/train.py): a shuffled MNIST bat
 backward, optimizer step. The first steps are slower (the workspace fills up, the BLAS starts its
 threads), so `warmup` steps run untimed first.
 """
+import datetime
 import os
+import platform
 import resource
 import statistics
 import time
@@ -46,6 +48,25 @@ def blas_info():
     blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     info.update(blas=f"{blas.get('name')} {blas.get('version')}", blas_threads=threads.blas_threads())
     return info
+
+
+def cpu_model():
+    """The CPU's model name as /proc/cpuinfo gives it ("AMD EPYC"), else what the platform says:
+    a speed figure means little without the machine it was taken on."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine():
+    """What a speed figure was taken on, and when: the CPU model, the usable cores, the UTC date."""
+    return {"cpu": cpu_model(), "cores": threads.usable_cores(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def training_images(batch_size, data_dir=None, synthetic=False):
@@ -90,7 +111,7 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
     result = {"model": model, "device": device, "batch_size": batch_size, "steps": steps,
               "repeats": repeats, "images_per_s": round(batch_size * steps / median, 1),
               "ms_per_step": round(1000 * median / steps, 2), "minor_faults_per_step": round(faults, 1),
-              "peak_rss_mb": round(peak_rss_mb(), 1)}
+              "peak_rss_mb": round(peak_rss_mb(), 1), **machine()}
     if device == "cpu":
         result.update(blas_info(), patch_copies=cpu_kernels.describe(), pool_threads=threads.count())
     else:

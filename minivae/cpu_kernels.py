@@ -6,9 +6,9 @@ over memory:
 
 - im2col copies each patch entry from x, or writes 0 where the patch reaches into the padding,
   so it needs no padded copy of x;
-- col2im gathers, for each pixel, the patch entries that were read from it, and adds them in the
-  order NumPy's loop over the kernel offsets (i, j) adds them, starting from 0: the same sums
-  in the same order, so the same bits;
+- col2im adds each kernel offset's block of patch entries back onto the pixels they were read
+  from, offset after offset as NumPy's loop does, starting from 0, without a padded copy: the
+  same sums in the same order, so the same bits;
 - leaky_relu's forward makes its slope (1 or a) and y = slope·x in one pass instead of NumPy's
   five (the same float32 products);
 - relu's forward makes y and the mask x > 0 in one pass instead of NumPy's two, and `product`
@@ -57,8 +57,8 @@ def _compile():
         except ImportError:
             settings["enabled"] = False
             return False
-        for kernel in (im2col_chwn, col2im_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
-                       product_4d, rmsprop_flat, adam_flat):
+        for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
+                       product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
             # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead of
             # raising; without it every division is checked first, and RMSprop's and Adam's loops
             # could not be vectorized (8x slower, the same bits)
@@ -71,9 +71,17 @@ def im2col(x_chwn, cols, sh, sw, top, left):
     _along_first_axis(_compiled["im2col_chwn"], (x_chwn, cols), sh, sw, top, left)
 
 
+COL2IM_GATHER_FROM = 65   # batch size from which col2im gathers pixel by pixel (see col2im)
+
+
 def col2im(cols, out, sh, sw, top, left):
-    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads."""
-    _along_first_axis(_compiled["col2im_chwn"], (cols, out), sh, sw, top, left)
+    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads.
+
+    Two walks give the same sums: offset by offset (col2im_chwn), 1.4-2.9x faster up to batch 64
+    at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
+    batch 128 (one thread, medians of 15, on the 2-core AMD EPYC of docs/performance-18.md)."""
+    kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
+    _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left)
 
 
 def _along_first_axis(kernel, arrays, *args):
@@ -96,6 +104,46 @@ def relu(x, y, positive):
     """Fill y (laid out as x) with max(x, 0) and positive with x > 0; False (nothing done) where
     the three cannot be walked as one flat run of memory."""
     return threads.split_flat(_compiled["relu_flat"], x, y, positive)
+
+
+def activate(y, negative_slope, row_bias=None):
+    """y = relu(y) (negative_slope None) or leaky_relu(y, a), in place, for a 2-D y whose rows are
+    runs of memory (a part of a product, on the thread that made it, or a whole output); with
+    row_bias, of y + row_bias[:, None] in the same pass.
+
+    A column part of a product is not one run of memory, and Numba compiles a loop over such an
+    array for any strides, without SIMD: 50x slower. So the kernel walks the one run of memory
+    from the part's first number to its last, as a flat array, and touches only the part's own
+    numbers in it (row i is flat[i·row_step : i·row_step + columns]). False (nothing done) where
+    the rows of y are not runs of memory."""
+    rows, columns = y.shape
+    if y.strides[1] != y.itemsize or y.strides[0] < 0 or y.strides[0] % y.itemsize:
+        return False
+    if rows == 0 or columns == 0:
+        return True
+    row_step = y.strides[0] // y.itemsize
+    flat = np.lib.stride_tricks.as_strided(y, shape=((rows - 1) * row_step + columns,), strides=(y.itemsize,))
+    if negative_slope is None:
+        _compiled["relu_rows"](flat, rows, columns, row_step, row_bias)
+    else:
+        _compiled["leaky_relu_rows"](flat, rows, columns, row_step, row_bias, np.float32(negative_slope))
+    return True
+
+
+def activate_rows(y, negative_slope, row_bias=None):
+    """activate on a whole 2-D y (a (C, H·W·N) output, row_bias its channels' bias), its rows
+    split over the threads."""
+    if row_bias is None:
+        _along_first_axis(lambda part: activate(part, negative_slope), (y,))
+    else:
+        _along_first_axis(lambda part, bias: activate(part, negative_slope, bias), (y, row_bias))
+
+
+def activation_grad(g, y, out, negative_slope):
+    """out = g · slope, the slope read off the activation's output y (see activation_grad_flat);
+    False (nothing done) where g, y and out are not laid out alike."""
+    a = np.float32(0 if negative_slope is None else negative_slope)
+    return threads.split_flat(lambda *pieces: _compiled["activation_grad_flat"](*pieces, a), g, y, out)
 
 
 def product(a, b, out):
@@ -174,6 +222,34 @@ def relu_flat(x, y, positive):
         y[k] = np.float32(0) if x[k] <= 0 else x[k]
 
 
+def relu_rows(flat, rows, columns, row_step, row_bias):
+    """y = max(y (+ row_bias[i]), 0) in place for row i = flat[i·row_step:][:columns], as relu_flat
+    makes it (row_bias may be None)."""
+    for i in range(rows):
+        row = flat[i * row_step:i * row_step + columns]  # a run of memory: its loop is SIMD
+        for j in range(columns):
+            x = row[j] if row_bias is None else row[j] + row_bias[i]
+            row[j] = np.float32(0) if x <= 0 else x
+
+
+def leaky_relu_rows(flat, rows, columns, row_step, row_bias, negative_slope):
+    """y = slope·(y (+ row_bias[i])) in place for row i = flat[i·row_step:][:columns], the slope as
+    leaky_relu_flat makes it (row_bias may be None)."""
+    for i in range(rows):
+        row = flat[i * row_step:i * row_step + columns]
+        for j in range(columns):
+            x = row[j] if row_bias is None else row[j] + row_bias[i]
+            row[j] = x * (np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0)))
+
+
+def activation_grad_flat(g, y, out, negative_slope):
+    """out = g · slope for y = relu(x) (slope a = 0) or leaky_relu(x, a), a >= 0: the slope 1 where
+    y > 0, a where y <= 0, 0 where y is NaN. With a >= 0, y > 0 exactly where x > 0 and y is NaN
+    exactly where x is, so these are the slopes relu_flat and leaky_relu_flat give."""
+    for k in range(g.size):
+        out[k] = g[k] * (np.float32(1) if y[k] > 0 else (negative_slope if y[k] <= 0 else np.float32(0)))
+
+
 def im2col_chwn(x, cols, sh, sw, top, left):
     """cols[c, i, j, p, q, n] = x[c, p·sH + i - top, q·sW + j - left, n], or 0 off the image.
     x (C, H, W, N), cols (C, kH, kW, OH, OW, N)."""
@@ -196,8 +272,34 @@ def im2col_chwn(x, cols, sh, sw, top, left):
 
 def col2im_chwn(cols, out, sh, sw, top, left):
     """out[c, r, s, n] = Σ over the offsets (i, j) whose patch read pixel (r, s) of
+    cols[c, i, j, p, q, n], r = p·sH + i - top, s = q·sW + j - left, summed in (i, j) order.
+    cols (C, kH, kW, OH, OW, N), out (C, H, W, N).
+
+    Walked as NumPy's loop walks it, offset by offset, adding each block of cols onto the pixels
+    it was read from: cols is read once, in order, with one channel of out in the cache; each
+    pixel still gets its terms in (i, j) order, so the same sums."""
+    channels, height, width, batch = out.shape
+    _, kh, kw, oh, ow, _ = cols.shape
+    for c in range(channels):
+        out[c] = 0
+        for i in range(kh):
+            for j in range(kw):
+                for p in range(oh):
+                    r = p * sh + i - top
+                    if r < 0 or r >= height:
+                        continue
+                    for q in range(ow):
+                        s = q * sw + j - left
+                        if 0 <= s < width:
+                            for n in range(batch):
+                                out[c, r, s, n] += cols[c, i, j, p, q, n]
+
+
+def col2im_gather_chwn(cols, out, sh, sw, top, left):
+    """out[c, r, s, n] = Σ over the offsets (i, j) whose patch read pixel (r, s) of
     cols[c, i, j, p, q, n], p = (r + top - i) / sH, q = (s + left - j) / sW, summed in (i, j)
-    order. cols (C, kH, kW, OH, OW, N), out (C, H, W, N)."""
+    order. cols (C, kH, kW, OH, OW, N), out (C, H, W, N). Pixel by pixel: each pixel of out is
+    written once, its terms gathered from the kH·kW blocks of cols."""
     channels, height, width, batch = out.shape
     _, kh, kw, oh, ow, _ = cols.shape
     for c in range(channels):

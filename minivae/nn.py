@@ -10,6 +10,7 @@ import numpy as np
 
 from . import backend, rng
 from . import functional as F
+from .functional.activations import Fused
 from .tensor import Tensor, layer_scope
 
 __all__ = ["Parameter", "Module", "Sequential", "Conv2d", "ConvTranspose2d", "Dense", "ReLU",
@@ -187,9 +188,31 @@ class Sequential(Module):
         return len(self._children)
 
     def forward(self, x):
-        for layer in self._children.values():
-            x = layer(x)
+        layers = list(self._children.values())
+        i = 0
+        while i < len(layers):
+            activation = _fusable(layers[i], layers[i + 1] if i + 1 < len(layers) else None, x)
+            if activation is None:
+                x = layers[i](x)
+            else:  # the activation runs inside the layer before it, on the parts it makes
+                x = layers[i](x, activation=activation)
+                i += 1
+            i += 1
         return x
+
+
+FUSE = {"enabled": True}  # False: every layer runs on its own (to compare, or to rule fusion out)
+
+
+def _fusable(layer, following, x):
+    """The activations.Fused for `layer` to apply in place of the ReLU or LeakyReLU `following`
+    it, or None. On NumPy arrays only, where our CUDA kernels do not run the activations (on the
+    GPU they have kernels of their own), and not while `summary` lists the layers one by one."""
+    if (not FUSE["enabled"] or _summary_rows is not None or not isinstance(layer, (Conv2d, ConvTranspose2d, Dense))
+            or not isinstance(following, (ReLU, LeakyReLU)) or not isinstance(x, Tensor)
+            or backend.array_module(x.data) is not np or backend.kernels_for(x.data)):
+        return None
+    return following.fused()
 
 
 class Conv2d(Module):
@@ -203,8 +226,9 @@ class Conv2d(Module):
                                                fan_in=in_channels * k * k, fan_out=out_channels * k * k))
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+    def forward(self, x, activation=None):
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                        activation=activation)
 
 
 class ConvTranspose2d(Module):
@@ -219,9 +243,9 @@ class ConvTranspose2d(Module):
                                                fan_in=out_channels * k * k, fan_out=in_channels * k * k))
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
 
-    def forward(self, x):
-        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride,
-                                  padding=self.padding, output_padding=self.output_padding)
+    def forward(self, x, activation=None):
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                                  output_padding=self.output_padding, activation=activation)
 
 
 class Dense(Module):
@@ -232,13 +256,16 @@ class Dense(Module):
         self.weight = Parameter(glorot_uniform((in_features, out_features), in_features, out_features))
         self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
 
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x, activation=None):
+        return F.linear(x, self.weight, self.bias, activation)
 
 
 class ReLU(Module):
     def forward(self, x):
         return F.relu(x)
+
+    def fused(self):
+        return Fused()
 
 
 class LeakyReLU(Module):
@@ -250,6 +277,10 @@ class LeakyReLU(Module):
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
+
+    def fused(self):
+        """The same activation for the layer before to apply (None: a negative slope cannot be)."""
+        return Fused(self.negative_slope) if self.negative_slope >= 0 else None
 
 
 class Sigmoid(Module):

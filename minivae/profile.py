@@ -4,7 +4,9 @@ The profiler times the ops training runs, not copies of them. While it runs, eac
 of `minivae.functional` is replaced by a wrapper that times the call, and `Tensor.backward` hands
 each node's backward closure to a hook that times it (`tensor.backward_hook`). On a GPU each timed
 region starts and ends with a device synchronization, so that it holds that op's kernels and no
-others. Rows are grouped by the layer an op ran in (`Tensor.layer`) and the op's name.
+others. Rows are grouped by the layer an op ran in (`Tensor.layer`) and the op's name. A ReLU or
+LeakyReLU that follows a conv or dense layer runs inside it (nn.Sequential fuses the two) and is
+timed in its row.
 
 Work and rate. The matrix-product ops (conv2d, conv_transpose2d, linear, matmul) are counted in
 FLOPs (a multiply-add is 2) by the small functions below, and their rate is compared with the
@@ -12,6 +14,10 @@ machine's peak: a large float32 matrix product. The other ops are limited by mem
 arithmetic: their work is the bytes they must at least move (forward: read the inputs, write the
 output; backward: read dL/dy, write each input's gradient), their rate is in GB/s, and their peak is
 a large float32 `a + b`. Reshapes and transposes are mostly views: they get no rate.
+
+The matrix-product floor is the time the step's products (their FLOPs, forward and backward)
+would take at that peak: no step can run faster without doing less arithmetic, and the step's
+time over it says how far from the machine's limit the whole step runs.
 
 The same run also times steps with the profiler off (every other step), so the table can say how
 much of a step its rows cover; what they leave out is the Python between the ops.
@@ -30,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backend
+from . import backend, threads
 from . import functional as F
 from .tensor import Tensor, backward_hook
 
@@ -277,10 +283,22 @@ class Report:
     forward_ms: float          # medians, profiler on: the forward pass (model and loss) as a whole,
     backward_ms: float         # and loss.backward() as a whole
     kernels: str = "auto"      # backend.kernel_mode() (on a GPU: our CUDA kernels, or CuPy's own)
+    cpu: str = ""              # the CPU's model name (bench.cpu_model)
 
     @property
     def rows_ms(self):
         return sum(r.forward_ms + r.backward_ms for r in self.rows)
+
+    @property
+    def matrix_flops(self):
+        """The FLOPs of one step's matrix products (forward and backward)."""
+        return sum(sum(r.work) for r in self.rows if r.unit == "FLOP")
+
+    @property
+    def floor_ms(self):
+        """The matrix-product floor: the time the step's products would take at the measured peak.
+        No step can be faster on this machine without doing less arithmetic."""
+        return 1000 * self.matrix_flops / (self.peak_gflops * 1e9)
 
 
 def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir=None,
@@ -337,7 +355,7 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
     return Report(model, device, config.batch_size, steps, warmup, peak_gflops(device, peak_size),
                   peak_gbps(device, peak_megabytes), peak_size, peak_megabytes, list(profiler.rows.values()),
                   median_ms(plain), median_ms(profiled), median_ms(passes["forward"]),
-                  median_ms(passes["backward"]), backend.kernel_mode())
+                  median_ms(passes["backward"]), backend.kernel_mode(), bench.cpu_model())
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -363,7 +381,7 @@ def _rate(row, report):
 
 def _cpu_threads():
     """'2 CPU cores', plus any thread-count variable set for the BLAS (it decides the products' threads)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = threads.usable_cores()
     limits = [f"{name}={os.environ[name]}" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                        "MKL_NUM_THREADS") if name in os.environ]
     return ", ".join([f"{cores} CPU cores"] + limits)
@@ -372,7 +390,7 @@ def _cpu_threads():
 def format_report(report):
     """The profile as text: a row per (layer, op) in the order they first ran, the total, the
     same times summed per op, and the step time with the profiler off to compare the total with."""
-    where = _cpu_threads() if report.device == "cpu" else f"kernels: {report.kernels}"
+    where = f"{report.cpu}, {_cpu_threads()}" if report.device == "cpu" else f"kernels: {report.kernels}"
     lines = [f"one training step of {report.model}, batch {report.batch_size}, on {report.device} "
              f"({where}): medians of {report.steps} steps, after {report.warmup} warm-up steps",
              f"peak: {report.peak_gflops:.1f} GFLOP/s (float32 {report.peak_size}×{report.peak_size} "
@@ -409,5 +427,8 @@ def format_report(report):
               f"step with the profiler on: {report.profiled_step_ms:.2f} ms; in it the ops took "
               f"{100 * in_passes / report.forward_ms:.0f}% of the forward pass ({report.forward_ms:.2f} ms) "
               f"and {100 * backward / report.backward_ms:.0f}% of the backward pass ({report.backward_ms:.2f} ms); "
-              "the rest is Python between the ops"]
+              "the rest is Python between the ops",
+              f"matrix-product floor: the step's products, {_amount(report.matrix_flops, 'FLOP')}, at the "
+              f"peak {report.peak_gflops:.1f} GFLOP/s take {report.floor_ms:.2f} ms; the step "
+              f"(profiler off) is {report.step_ms / report.floor_ms:.2f}× its floor"]
     return "\n".join(lines)

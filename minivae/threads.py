@@ -128,12 +128,13 @@ def _element_strides(a):
     return a.shape, tuple(s // a.itemsize for s in a.strides)
 
 
-def matmul(a, b, out, row_bias=None):
+def matmul(a, b, out, row_bias=None, then=None):
     """out = a @ b for 2-D NumPy arrays, split into count() parts along the longest of its three
     sides, each part a one-thread BLAS product: by columns or rows of out, or along the summed side
     (the parts' products then added up, in order); a small product runs whole. With row_bias
     (length a.shape[0]), out = a @ b + row_bias[:, None], each part's bias added by the thread
-    that made the part, while it is still in the cache."""
+    that made the part, while it is still in the cache; and so is then(part) (an activation, in
+    place), where given."""
     (m, k), n = a.shape, b.shape[1]
     longest = max(m, n, k)
     smallest = MIN_SUM_SPLIT_FLOPS if longest == k else MIN_SPLIT_FLOPS
@@ -141,14 +142,14 @@ def matmul(a, b, out, row_bias=None):
     bias = None if row_bias is None else row_bias[:, None]
     with one_blas_thread():
         if parts == 1:
-            _product(a, b, out, bias)
+            _product(a, b, out, bias, then)
         elif longest == n:
             pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
-            run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], bias), parts)
+            run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], bias, then), parts)
         elif longest == m:
             pieces = [slice(*p) for p in bounds(m, parts, COLUMN_MULTIPLE)]
-            run(lambda p: _product(a[pieces[p]], b, out[pieces[p]], None if bias is None else bias[pieces[p]]),
-                parts)
+            run(lambda p: _product(a[pieces[p]], b, out[pieces[p]], None if bias is None else bias[pieces[p]],
+                                   then), parts)
         else:  # a long sum (a weight gradient): each part sums a stretch of it
             pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
             sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
@@ -157,14 +158,18 @@ def matmul(a, b, out, row_bias=None):
                 out += partial
             if bias is not None:
                 out += bias
+            if then is not None:
+                then(out)
     return out
 
 
-def _product(a, b, out, bias):
-    """out = a @ b (+ bias)."""
+def _product(a, b, out, bias, then):
+    """out = a @ b (+ bias), then then(out)."""
     np.matmul(a, b, out=out)
     if bias is not None:
         out += bias
+    if then is not None:
+        then(out)
 
 
 class one_blas_thread:
@@ -319,8 +324,12 @@ def blas_threads():
     return None if blas is None else int(blas.get())
 
 
+def usable_cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _default_count():
     """OpenBLAS's thread count, at most one per usable core; 1 where NumPy's BLAS is not an
     OpenBLAS whose threads we can ask to step aside (its threads and ours would fight)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(blas_threads() or 1, cores, MAX_THREADS))
+    return max(1, min(blas_threads() or 1, usable_cores(), MAX_THREADS))

@@ -116,6 +116,8 @@ def test_bench_on_the_data_set(here, capsys):
                              "--device", "CPU")
     result = json.loads(out.splitlines()[-1])
     assert code == 0 and result["batch_size"] == 4 and result["device"] == "cpu"
+    from minivae import bench
+    assert result["cpu"] == bench.cpu_model() != "" and result["cores"] >= 1 and "UTC" in result["date"]
 
 
 def test_sample_prints_the_file_it_wrote(here, capsys):

@@ -44,9 +44,12 @@ def thread_count(request, monkeypatch):
     threads.set_count(previous)
 
 
+@pytest.mark.parametrize("col2im_walk", ["offset by offset", "pixel by pixel"])
 @pytest.mark.parametrize("layout", ["NCHW", "CHWN view"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_im2col_and_col2im_equal_the_numpy_reference(case, layout, thread_count):
+def test_im2col_and_col2im_equal_the_numpy_reference(case, layout, col2im_walk, thread_count, monkeypatch):
+    if col2im_walk == "pixel by pixel":  # the walk of large batches, here at every batch size
+        monkeypatch.setattr(cpu_kernels, "COL2IM_GATHER_FROM", 1)
     shape, kernel, stride, pads = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32)

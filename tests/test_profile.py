@@ -79,8 +79,9 @@ def test_one_profiled_step_adds_up(keep_global_rng_state):
     report = profile.run("foster", batch_size=4, steps=1, warmup=1, synthetic=True,
                          peak_size=64, peak_megabytes=1)
     ops = {row.op for row in report.rows}
-    assert {"conv2d", "leaky_relu", "linear", "reparameterize", "conv_transpose2d", "sigmoid",
+    assert {"conv2d", "linear", "reparameterize", "conv_transpose2d", "sigmoid",
             "mse_loss", "gaussian_kl", "Adam.step"} <= ops
+    assert "leaky_relu" not in ops  # each runs inside the conv before it (nn.Sequential fuses them)
     assert all(row.forward_ms >= 0 and row.backward_ms >= 0 for row in report.rows)
     assert 0 < report.rows_ms <= report.profiled_step_ms
     backward_rows = sum(row.backward_ms for row in report.rows)
@@ -96,4 +97,20 @@ def test_profile_command_prints_the_table(capsys, keep_global_rng_state):
                  "--warmup", "0", "--peak-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "encoder.conv_0" in out and "decoder.conv_t" in out and "RMSprop.step" in out
-    assert "step with the profiler off:" in out
+    assert "step with the profiler off:" in out and "× its floor" in out
+
+
+def test_the_matrix_product_floor_is_the_products_flops_at_the_peak():
+    """3 GFLOP of products (a memory-bound row's bytes do not count) at a 150 GFLOP/s peak take
+    20 ms; a 50 ms step is 2.5× that floor, and the report says so."""
+    rows = [profile.Row("encoder.conv", "conv2d", [0.010], [0.020], [1e9, 2e9], "FLOP"),
+            profile.Row("encoder.act", "leaky_relu", [0.001], [0.001], [5e8, 5e8], "B")]
+    report = profile.Report("foster", "cpu", 32, 1, 0, peak_gflops=150.0, peak_gbps=10.0, peak_size=64,
+                            peak_megabytes=1, rows=rows, step_ms=50.0, profiled_step_ms=51.0,
+                            forward_ms=12.0, backward_ms=22.0, cpu="Some CPU")
+    assert report.matrix_flops == 3e9
+    assert report.floor_ms == pytest.approx(20.0)
+    text = profile.format_report(report)
+    assert "on cpu (Some CPU, " in text.splitlines()[0]
+    assert ("matrix-product floor: the step's products, 3 GFLOP, at the peak 150.0 GFLOP/s take 20.00 ms; "
+            "the step (profiler off) is 2.50× its floor") in text

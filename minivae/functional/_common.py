@@ -47,21 +47,24 @@ def check_ndim(op, name, t, ndim, layout=""):
         raise ValueError(f"{op}: {name} must have {ndim} dimensions{hint}, got shape {tuple(t.shape)}")
 
 
-def matmul_arrays(a, b, row_bias=None):
-    """a @ b for 2-D arrays (+ row_bias[:, None], a bias per row, where given): xp's `@` (cuBLAS
-    on a GPU; on the CPU split over our threads, minivae/threads.py), or our tiled GEMM kernel
-    where backend.use_matmul("tiled") asks for it and kernels are on. The result is a workspace
-    array."""
+def matmul_arrays(a, b, row_bias=None, activation=None):
+    """a @ b for 2-D arrays (+ row_bias[:, None], a bias per row, where given; then an
+    activations.Fused, in place, where given): xp's `@` (cuBLAS on a GPU; on the CPU split over
+    our threads, minivae/threads.py, which apply the bias and the activation to each part while it
+    is in the cache), or our tiled GEMM kernel where backend.use_matmul("tiled") asks for it and
+    kernels are on. The result is a workspace array."""
     if backend.tiled_matmul_for(a, b):
         out = kernels.gemm(a, b)
     else:
         xp = backend.array_module(a, b)
         out = workspace.empty((a.shape[0], b.shape[1]), xp.result_type(a, b), xp)
-        if xp is np:
-            return threads.matmul(a, b, out, row_bias)  # split over our threads, one BLAS thread each
+        if xp is np:  # split over our threads, one BLAS thread each
+            return threads.matmul(a, b, out, row_bias, None if activation is None else activation.apply)
         xp.matmul(a, b, out=out)
     if row_bias is not None:
         out += row_bias[:, None]
+    if activation is not None:
+        activation.apply(out)
     return out
 
 

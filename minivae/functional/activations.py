@@ -6,12 +6,66 @@ where `backend.kernels_for` says so (on the GPU by default), and its xp expressi
 The xp expressions write into workspace arrays laid out as x is (`out=`), so a training step
 reuses the same memory (minivae/workspace.py).
 """
-from .. import backend, cpu_kernels, kernels
+from .. import backend, cpu_kernels, kernels, threads
 from ..tensor import Tensor
 from ..workspace import workspace
 from ._common import check_float, tensors, xp_of
 
 __all__ = ["relu", "leaky_relu", "sigmoid"]
+
+
+class Fused:
+    """relu (negative_slope None) or leaky_relu with a slope a >= 0, applied by the op that makes
+    its input x (conv2d, conv_transpose2d, linear: their `activation=`), to each part of that op's
+    output while the part is still in the cache, instead of in a pass over memory of its own
+    (nn.Sequential hands a layer the activation that follows it). The backward reads the slope off
+    the output y: with a >= 0, y > 0 exactly where x > 0 and y is NaN exactly where x is, so
+    nothing else is kept. The numbers are those of the op followed by F.relu or F.leaky_relu, bit
+    for bit (tests/test_fused.py)."""
+
+    def __init__(self, negative_slope=None):
+        if negative_slope is not None and not negative_slope >= 0:
+            raise ValueError(f"Fused: the slope must be at least 0 (read off y), got {negative_slope!r}")
+        self.negative_slope = negative_slope
+
+    def apply(self, y):
+        """y = activation(y), in place (on this thread: y is a part of a product)."""
+        if cpu_kernels.use_for(y) and y.ndim == 2 and cpu_kernels.activate(y, self.negative_slope):
+            return
+        if self.negative_slope is None:
+            backend.array_module(y).maximum(y, 0, out=y)
+        else:
+            y *= self._slope(y)
+
+    def apply_with_bias(self, y, bias=None):
+        """y = activation(y + bias), in place, for a whole (N, C, H, W) output and its bias (C,)
+        (or None): where y is a view of CHWN memory, as col2im makes it, in one pass over y split
+        by channels over the threads, instead of a pass for the bias on one thread and another."""
+        rows = y.transpose(1, 2, 3, 0)                        # (C, H, W, N)
+        if cpu_kernels.use_for(y) and rows.flags.c_contiguous and (bias is None or cpu_kernels.use_for(bias)):
+            cpu_kernels.activate_rows(rows.reshape(rows.shape[0], -1), self.negative_slope, bias)
+            return
+        if bias is not None:
+            y += bias[:, None, None]
+        self.apply(y)
+
+    def backward(self, g, y):
+        """dL/dx = dL/dy · slope, into a workspace array laid out as y."""
+        out = workspace.like(y, g.dtype)
+        if cpu_kernels.use_for(g, y, out) and threads.in_memory_order(y) is not None:
+            if not cpu_kernels.activation_grad(g, y, out, self.negative_slope):
+                out[...] = g  # g laid out otherwise than y: into y's layout first, then the flat pass
+                cpu_kernels.activation_grad(out, y, out, self.negative_slope)
+            return out
+        return backend.array_module(g).multiply(g, self._slope(y), out=out)
+
+    def _slope(self, y):
+        """1 where y > 0, a where y <= 0 (0 for relu), 0 where y is NaN; as leaky_relu builds it."""
+        xp = backend.array_module(y)
+        slope = xp.less_equal(y, 0, out=workspace.like(y))
+        slope *= 0 if self.negative_slope is None else self.negative_slope
+        slope += xp.greater(y, 0, out=workspace.like(y, bool))
+        return slope
 
 
 def relu(x):

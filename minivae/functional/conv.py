@@ -26,7 +26,7 @@ from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 __all__ = ["conv2d", "conv_transpose2d"]
 
 
-def conv2d(x, w, b=None, stride=1, padding=0):
+def conv2d(x, w, b=None, stride=1, padding=0, activation=None):
     """2-D convolution (cross-correlation, as in PyTorch): x (N, C_in, H, W), w (C_out, C_in, kH, kW),
     b (C_out,) -> y (N, C_out, OH, OW).
 
@@ -36,6 +36,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 
     stride: int or (sH, sW). padding: int or (pH, pW), zeros on both sides as in PyTorch; "valid" (0);
     or "same" as in Keras: OH = ceil(H / sH), the odd row/column of padding at the bottom/right.
+    activation: an activations.Fused (relu or leaky_relu) applied to y in the same op.
     """
     x, w, b = tensors(x, w, b)
     xp_of("conv2d", x, w, b)
@@ -57,11 +58,11 @@ def conv2d(x, w, b=None, stride=1, padding=0):
         # but that way the patch matrix has kH·kW·C_out rows instead of kH·kW·C_in: C_in/C_out
         # times less memory to fill and read when a layer narrows (Chollet's last conv, 32 -> 1).
         return _transposed(x, w, b, _turned(w.data), (1, 1), _turned_pads(pads, kernel),
-                           (n, w.shape[0], oh, ow), "conv2d", weight_grad=_turned)
-    return _correlated(x, w, b, w.data, stride, pads, (n, w.shape[0], oh, ow), "conv2d")
+                           (n, w.shape[0], oh, ow), "conv2d", activation, weight_grad=_turned)
+    return _correlated(x, w, b, w.data, stride, pads, (n, w.shape[0], oh, ow), "conv2d", activation)
 
 
-def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, activation=None):
     """Transposed convolution, the adjoint of conv2d: x (N, C_in, H, W), w (C_in, C_out, kH, kW)
     (PyTorch's layout), b (C_out,) -> y (N, C_out, OH, OW).
 
@@ -72,6 +73,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
 
     padding, output_padding: ints or pairs as in PyTorch, OH = (H - 1)·sH - 2·pH + kH + output_pH.
     padding="same" as in Keras' Conv2DTranspose: OH = H·sH, the exact adjoint of conv2d(padding="same").
+    activation: an activations.Fused (relu or leaky_relu) applied to y in the same op.
     """
     x, w, b = tensors(x, w, b)
     xp_of("conv_transpose2d", x, w, b)
@@ -101,19 +103,23 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0):
         # whose patch matrix (kH·kW·C_in rows) is the smaller one when the layer widens or keeps
         # its width (Foster's first decoder layer, 64 -> 64); and im2col is the faster copy.
         return _correlated(x, w, b, _turned(w.data), (1, 1), _turned_pads(pads, kernel), out_shape,
-                           "conv_transpose2d", weight_grad=_turned)
-    return _transposed(x, w, b, w.data, stride, pads, out_shape, "conv_transpose2d")
+                           "conv_transpose2d", activation, weight_grad=_turned)
+    return _transposed(x, w, b, w.data, stride, pads, out_shape, "conv_transpose2d", activation)
 
 
-def _correlated(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda dw: dw):
+def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight_grad=lambda dw: dw):
     """The convolution of x by the kernel array w_data (C_out, C_in, kH, kW) as the op `op` with
-    inputs (x, w, b); weight_grad maps the gradient for w_data to the one for w."""
+    inputs (x, w, b), followed by `activation` where given; weight_grad maps the gradient for
+    w_data to the one for w."""
     cols, y = _correlate(x.data, w_data, stride, pads,        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
-                         None if b is None else b.data)
+                         None if b is None else b.data, activation)
+    y = from_chwn(y, out_shape)                               # an (N, C_out, OH, OW) view
     kernel = w_data.shape[2:]
 
     def backward(g):
         nonlocal cols
+        if activation is not None:
+            g = activation.backward(g, y)                     # dL/dy before the activation
         g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
         dw = weight_grad(matmul_arrays(g_mat, cols.T).reshape(w_data.shape)) if w.requires_grad else None
         cols = None  # the patch matrix is no longer needed: the next one, of its size, may reuse its memory
@@ -126,18 +132,23 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda
         else:
             dx = _scatter(g_mat, w_data, x.shape, stride, pads)
         return dx, dw, bias_grad(g_mat[None]) if b is not None and b.requires_grad else None  # dY as (1, C_out, ...)
-    return Tensor.from_op(from_chwn(y, out_shape), (x, w, b), backward, op)  # an (N, C_out, OH, OW) view
+    return Tensor.from_op(y, (x, w, b), backward, op)
 
 
-def _transposed(x, w, b, w_data, stride, pads, out_shape, op, weight_grad=lambda dw: dw):
+def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight_grad=lambda dw: dw):
     """The transposed convolution of x by the kernel array w_data (C_in, C_out, kH, kW) as the op
-    `op` with inputs (x, w, b); weight_grad maps the gradient for w_data to the one for w."""
+    `op` with inputs (x, w, b), followed by `activation` where given; weight_grad maps the
+    gradient for w_data to the one for w."""
     x_mat = to_chwn(x.data)                                   # X (C_in, H·W·N)
     y = _scatter(x_mat, w_data, out_shape, stride, pads)      # (N, C_out, OH, OW), a view of ours
-    if b is not None:
+    if activation is not None:
+        activation.apply_with_bias(y, None if b is None else b.data)
+    elif b is not None:
         y += b.data[:, None, None]
 
     def backward(g):
+        if activation is not None:
+            g = activation.backward(g, y)                     # dL/dy before the activation
         g_cols, dx = _correlate(g, w_data, stride, pads)      # im2col(dY), W @ im2col(dY)
         return (from_chwn(dx, x.shape) if x.requires_grad else None,
                 weight_grad(matmul_arrays(x_mat, g_cols.T).reshape(w_data.shape)) if w.requires_grad else None,
@@ -167,11 +178,11 @@ def _turned(w):
 
 # ---- the two array maps, each the other's transpose ---------------------------------------------
 
-def _correlate(x, w, stride, pads, bias=None):
+def _correlate(x, w, stride, pads, bias=None, activation=None):
     """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N),
-    plus the bias of each output channel where given."""
+    plus the bias of each output channel where given, then the activation where given."""
     cols = im2col(x, w.shape[2:], stride, pads)
-    return cols, matmul_arrays(w.reshape(w.shape[0], -1), cols, bias)
+    return cols, matmul_arrays(w.reshape(w.shape[0], -1), cols, bias, activation)
 
 
 def _scatter(x_mat, w, shape, stride, pads):

@@ -17,8 +17,9 @@ def matmul(a, b):
                           lambda g: (matmul_arrays(g, b.data.T), matmul_arrays(a.data.T, g)), "matmul")
 
 
-def linear(x, w, b=None):
-    """Dense layer y = x @ w + b, x (N, in), w (in, out), b (out,).
+def linear(x, w, b=None, activation=None):
+    """Dense layer y = x @ w + b, x (N, in), w (in, out), b (out,); then `activation` (an
+    activations.Fused: relu or leaky_relu) in the same op, where given.
 
     dL/dx = dL/dy @ wᵀ,  dL/dw = xᵀ @ dL/dy,  dL/db = Σ_batch dL/dy.
 
@@ -38,9 +39,11 @@ def linear(x, w, b=None):
                          f"x {tuple(x.shape)}, w {tuple(w.shape)}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
-    y = matmul_arrays(w.data.T, x.data.T, None if b is None else b.data).T  # (out, N) memory
+    y = matmul_arrays(w.data.T, x.data.T, None if b is None else b.data, activation).T  # (out, N) memory
 
     def backward(g):
+        if activation is not None:
+            g = activation.backward(g, y)  # dL/dy before the activation
         return (matmul_arrays(w.data, g.T).T if x.requires_grad else None,
                 matmul_arrays(x.data.T, g) if w.requires_grad else None,
                 bias_grad(g) if b is not None and b.requires_grad else None)
