@@ -60,6 +60,8 @@ def cmd_train(args):
     if config.book_exp_log_var and config.model != "chollet":
         raise ValueError(f"--book-exp-log-var applies to --model chollet only, not {config.model}")
     batch_size = config.batch_size or get_preset(config.model).batch_size
+    _check_model_takes(config.model, data.DATASETS[config.dataset], "train it on a folder of images "
+                       "with --images DIR")
     folder, sizes = _data_folder(config.dataset, config.data_dir)
     _check_batch_fits(config.model, batch_size, config.device, sizes)
     metrics = train.train(config, log=_first_saying(f"data: {data.DATASETS[config.dataset]} from {folder}"))
@@ -127,6 +129,7 @@ def _timed_batch_size(args):
     if args.synthetic:
         sizes = {"train": batch_size * 8}   # bench's own random images
     else:
+        _check_model_takes(args.model, "MNIST", "time it on random images with --synthetic")
         sizes = _data_folder("mnist", args.data_dir)[1]
         del sizes["test"]                   # bench reads the training images only
     _check_batch_fits(args.model, batch_size, args.device, sizes)
@@ -187,6 +190,23 @@ def _data_folder(dataset, data_dir):
     return folder, sizes
 
 
+MNIST_SHAPE = (1, 28, 28)
+
+
+def _check_model_takes(model_name, dataset_name, instead):
+    """A preset built for other images than MNIST's (foster-faces: 3×128×128) cannot read it;
+    `instead` says what to do."""
+    shape = get_preset(model_name).build().input_shape
+    if tuple(shape) != MNIST_SHAPE:
+        raise ValueError(f"--model {model_name} takes {_shape_text(shape)} images, but {dataset_name}'s "
+                         f"are {_shape_text(MNIST_SHAPE)}: {instead}")
+
+
+def _shape_text(shape):
+    """(C, H, W) as people write it: 3×128×128."""
+    return "×".join(str(n) for n in shape)
+
+
 def _check_batch_fits(model_name, batch_size, device, sizes):
     """Refuse a batch larger than the training set, or one whose step cannot fit in memory
     (see minivae.memory): better now, with both figures, than killed minutes later."""
@@ -196,8 +216,8 @@ def _check_batch_fits(model_name, batch_size, device, sizes):
                          f"({sizes['train']:,} training images)")
     config = train.TrainConfig(model=model_name, batch_size=batch_size).resolved()
     net, _, loss_fn = train.build(config)   # on the CPU: the sizes are the same on a GPU
-    step = memory.step_bytes(net, loss_fn, batch_size, net.input_shape)
-    images = sum(sizes.values()) * memory.IMAGE_BYTES   # the data set, held in host memory
+    step = memory.step_bytes(net, loss_fn, batch_size)
+    images = sum(sizes.values()) * memory.image_bytes(net.input_shape)   # the data set, in host memory
     needs = [(step + images, "cpu")] if device == "cpu" else [(step, device), (images, "cpu")]
     for need, where in needs:
         available = memory.available_bytes(where)
@@ -292,7 +312,7 @@ def _parser():
     parser = _Parser(prog="minivae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     models = " or ".join(sorted(PRESETS))
-    preset_batch = "the preset's, foster 32 or chollet 16"
+    preset_batch = "the preset's, foster 32, foster-faces 32 or chollet 16"
 
     p = sub.add_parser("train", help="train a book VAE on MNIST")
     p.add_argument("--model", help=f"preset: {models} (default foster)")
@@ -300,7 +320,7 @@ def _parser():
     p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch),
                    help=f"default 0: {preset_batch}")
     p.add_argument("--lr", type=_number(0, zero_means="the preset's"),
-                   help="default 0: the preset's (foster 5e-4, chollet 1e-3)")
+                   help="default 0: the preset's (foster and foster-faces 5e-4, chollet 1e-3)")
     p.add_argument("--lr-decay", type=_number(0, 1, above_minimum=True),
                    help="multiply the rate by this every --lr-step epochs (default 1: constant)")
     p.add_argument("--lr-step", type=_whole_number(1), help="epochs between decays (default 1)")
