@@ -32,6 +32,7 @@ def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cp
         mu = _in_batches(lambda x: model.encode(x)[0], test_images, device)
         paths.append(plots.save_latent_scatter(mu, test_labels, out / "latent_scatter.png", what,
                                                data.CLASS_NAMES[dataset]))
+        paths.append(plots.save_latent_histograms(mu, out / "latent_histograms.png"))
         if model.z_dim == 2:
             def decode(z_grid):
                 return _in_batches(model.decode, np.asarray(z_grid, np.float32), device)
