@@ -18,8 +18,9 @@ def _in_batches(fn, x, device, batch_size=500):
 
 def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cpu", seed=0, dataset="mnist"):
     """reconstructions.png, samples.png, latent_scatter.png, manifold.png (2-D latents), losses.png;
-    the legends name the `dataset`'s classes (digits, or Fashion-MNIST's items)."""
-    what = data.WHAT[dataset]
+    the legends name the `dataset`'s classes (digits, or Fashion-MNIST's items). A folder of
+    images (dataset None) has no labels (test_labels None): its scatter has one colour."""
+    what = data.WHAT.get(dataset, "image")
     out = Path(out_dir)
     model.eval()
     paths = []
@@ -31,7 +32,7 @@ def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cp
         paths.append(plots.save_samples(_in_batches(model.decode, z, device), out / "samples.png"))
         mu = _in_batches(lambda x: model.encode(x)[0], test_images, device)
         paths.append(plots.save_latent_scatter(mu, test_labels, out / "latent_scatter.png", what,
-                                               data.CLASS_NAMES[dataset]))
+                                               data.CLASS_NAMES.get(dataset)))
         if model.z_dim == 2:
             def decode(z_grid):
                 return _in_batches(model.decode, np.asarray(z_grid, np.float32), device)
