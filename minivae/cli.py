@@ -47,6 +47,8 @@ def cmd_train(args):
     _check_model(args.model)
     _check_out_folder(args.out)
     explicit = {k: v for k, v in vars(args).items() if v is not None and k in _config_fields()}
+    if args.images:   # the run's config names the folder wherever the run is resumed from
+        explicit["images"] = str(Path(args.images).resolve())
     if args.resume:
         # the saved run's settings, with those given here on top; any that would not continue
         # the run exactly are refused before anything is written
@@ -55,16 +57,26 @@ def cmd_train(args):
         train.check_resume_settings(run, config)   # before the data and memory checks below
     else:
         explicit.setdefault("out", f"runs/{explicit.get('model', 'foster')}")
+        if args.images:
+            explicit["dataset"] = None
         config = train.TrainConfig(**explicit)
     config.extra = {"resume": args.resume}
+    if config.images and (args.dataset or args.data_dir):
+        raise ValueError("--images DIR trains on a folder of images, --dataset and --data-dir on "
+                         "MNIST's files: give one or the other")
     if config.book_exp_log_var and config.model != "chollet":
         raise ValueError(f"--book-exp-log-var applies to --model chollet only, not {config.model}")
     batch_size = config.batch_size or get_preset(config.model).batch_size
-    _check_model_takes(config.model, data.DATASETS[config.dataset], "train it on a folder of images "
-                       "with --images DIR")
-    folder, sizes = _data_folder(config.dataset, config.data_dir)
-    _check_batch_fits(config.model, batch_size, config.device, sizes)
-    metrics = train.train(config, log=_first_saying(f"data: {data.DATASETS[config.dataset]} from {folder}"))
+    if config.images:   # read a batch at a time: the data set takes no room in memory
+        train_set = data.open_dataset(config, "train")
+        sizes, in_memory, source = {"train": len(train_set)}, False, train_set.description
+    else:
+        _check_model_takes(config.model, data.DATASETS[config.dataset], "train it on a folder of "
+                           "images with --images DIR")
+        folder, sizes = _data_folder(config.dataset, config.data_dir)
+        in_memory, source = True, f"{data.DATASETS[config.dataset]} from {folder}"
+    _check_batch_fits(config.model, batch_size, config.device, sizes, in_memory)
+    metrics = train.train(config, log=_first_saying(f"data: {source}"))
     try:
         from . import pictures
     except ImportError:   # matplotlib is an optional extra: the run itself is complete
@@ -72,7 +84,7 @@ def cmd_train(args):
               f"metrics are in {config.out}", file=sys.stderr)
         return 0
     model, _, _ = train.load_run_model(config.out, config.device)
-    test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
+    test_x, test_y = _pictures_test_set(config)
     paths = pictures.write_pictures(model, test_x, test_y, metrics, config.out, config.device, config.seed,
                                     config.dataset)
     print(f"pictures: {', '.join(str(p) for p in paths)}")
@@ -93,10 +105,21 @@ def cmd_plot(args):
     pictures = _needs_matplotlib("pictures")
     model, config, _ = train.load_run_model(args.run_dir, args.device)
     run = train.Run(args.run_dir)
-    test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
+    test_x, test_y = _pictures_test_set(config)
     paths = pictures.write_pictures(model, test_x, test_y, run.read_metrics(), args.run_dir, args.device,
                                     config.seed, config.dataset)
     print("\n".join(str(p) for p in paths))
+
+
+PICTURE_IMAGES = 2000   # a folder's test images the pictures encode, at most (MNIST's: all 10,000)
+
+
+def _pictures_test_set(config):
+    """(images, labels or None) of the run's test set for its pictures: MNIST's whole test set,
+    or a folder's first PICTURE_IMAGES test images (its whole test set could be gigabytes)."""
+    test_set = data.open_dataset(config, "test", quiet=True)
+    count = len(test_set) if test_set.labels is not None else min(len(test_set), PICTURE_IMAGES)
+    return test_set.images(range(count)), test_set.labels
 
 
 def cmd_sample(args):
@@ -196,8 +219,8 @@ MNIST_SHAPE = (1, 28, 28)
 def _check_model_takes(model_name, dataset_name, instead):
     """A preset built for other images than MNIST's (foster-faces: 3×128×128) cannot read it;
     `instead` says what to do."""
-    shape = get_preset(model_name).build().input_shape
-    if tuple(shape) != MNIST_SHAPE:
+    shape = data.model_input_shape(model_name)
+    if shape != MNIST_SHAPE:
         raise ValueError(f"--model {model_name} takes {_shape_text(shape)} images, but {dataset_name}'s "
                          f"are {_shape_text(MNIST_SHAPE)}: {instead}")
 
@@ -207,9 +230,11 @@ def _shape_text(shape):
     return "×".join(str(n) for n in shape)
 
 
-def _check_batch_fits(model_name, batch_size, device, sizes):
+def _check_batch_fits(model_name, batch_size, device, sizes, in_memory=True):
     """Refuse a batch larger than the training set, or one whose step cannot fit in memory
-    (see minivae.memory): better now, with both figures, than killed minutes later."""
+    (see minivae.memory): better now, with both figures, than killed minutes later. `sizes`:
+    the images of each split; `in_memory`: whether they are all held in memory (MNIST) or read a
+    batch at a time (a folder of images)."""
     from . import memory, train
     if batch_size > sizes["train"]:
         raise ValueError(f"--batch-size {batch_size} is larger than the data set "
@@ -217,12 +242,13 @@ def _check_batch_fits(model_name, batch_size, device, sizes):
     config = train.TrainConfig(model=model_name, batch_size=batch_size).resolved()
     net, _, loss_fn = train.build(config)   # on the CPU: the sizes are the same on a GPU
     step = memory.step_bytes(net, loss_fn, batch_size)
-    images = sum(sizes.values()) * memory.image_bytes(net.input_shape)   # the data set, in host memory
+    # the data set, in host memory (MNIST), or read a batch at a time (a folder)
+    images = sum(sizes.values()) * memory.image_bytes(net.input_shape) if in_memory else 0
     needs = [(step + images, "cpu")] if device == "cpu" else [(step, device), (images, "cpu")]
     for need, where in needs:
         available = memory.available_bytes(where)
         if available is not None and need > available:
-            what = "a training step of " + model_name + (" and the data set" if where == "cpu" else "")
+            what = "a training step of " + model_name + (" and the data set" if where == "cpu" and in_memory else "")
             memory_of = "memory" if where == "cpu" else f"GPU memory on {where}"
             raise RuntimeError(f"--batch-size {batch_size}: {what} need about {memory.gigabytes(need)}, "
                                f"more than the {memory.gigabytes(available)} of {memory_of} available; "
@@ -330,6 +356,8 @@ def _parser():
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--dataset", choices=["mnist", "fashion"])
     p.add_argument("--data-dir", help="folder holding the four IDX files")
+    p.add_argument("--images", metavar="DIR",
+                   help="train on the JPEG and PNG images in DIR and its subfolders instead")
     p.add_argument("--limit-steps", type=_whole_number(0, zero_means="whole epochs"),
                    help="end each epoch after N steps (quick runs; default 0: whole epochs)")
     p.add_argument("--book-exp-log-var", action="store_true", default=None,

@@ -108,25 +108,30 @@ def save_samples(images, path, ncols=10):
 
 def save_latent_scatter(z, labels, path, what="digit", class_names=None):
     """The test set's latent codes, coloured by class (`what` each image shows: "digit", "item"),
-    the colour bar labelled with `class_names` when given; the first two dimensions if there are more."""
-    z, labels = backend.to_numpy(z), backend.to_numpy(labels).astype(int).ravel()
-    if z.ndim != 2 or len(z) != len(labels):
+    the colour bar labelled with `class_names` when given; the first two dimensions if there are
+    more. Without labels (None: a folder of images), one colour and no colour bar."""
+    z = backend.to_numpy(z)
+    labels = None if labels is None else backend.to_numpy(labels).astype(int).ravel()
+    if z.ndim != 2 or (labels is not None and len(z) != len(labels)):
         raise ValueError(f"save_latent_scatter: expected z (N, D) and N labels, got z {z.shape} "
                          f"and {len(labels)} labels")
     figure = Figure(figsize=(7, 6), layout="constrained")
     ax = figure.add_subplot()
-    # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
-    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
-                        alpha=0.7, linewidths=0)
-    colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
-    if class_names is not None:
-        colorbar.set_ticklabels(class_names)
-    colorbar.set_label(what)
-    colorbar.solids.set_alpha(1)
+    if labels is None:
+        ax.scatter(z[:, 0], z[:, 1], s=3, alpha=0.7, linewidths=0)
+    else:
+        # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
+        points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
+                            alpha=0.7, linewidths=0)
+        colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
+        if class_names is not None:
+            colorbar.set_ticklabels(class_names)
+        colorbar.set_label(what)
+        colorbar.solids.set_alpha(1)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     which = f"first 2 of {z.shape[1]} latent dimensions" if z.shape[1] > 2 else "2-D latent space"
-    ax.set_title(f"{len(z)} test images in the {which}, by {what}")
+    ax.set_title(f"{len(z)} test images in the {which}" + (f", by {what}" if labels is not None else ""))
     return _save(figure, path)
 
 

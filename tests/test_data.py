@@ -143,7 +143,8 @@ def test_the_other_datasets_file_is_named_as_such(tmp_path, monkeypatch, files):
                                            (["cache"], "cache")])
 def test_lookup_order_is_data_dir_then_env_then_cache(tmp_path, monkeypatch, files, present, used):
     roots = {"data_dir": tmp_path / "given", "env": tmp_path / "env", "cache": data.cache_dir()}
-    monkeypatch.setenv("MINIVAE_DATA", str(roots["env"]))
+    if "env" in present:
+        monkeypatch.setenv("MINIVAE_DATA", str(roots["env"]))
     for where in present:
         fill(roots[where] / "mnist", files)
     data_dir = roots["data_dir"] if "data_dir" in present else None
@@ -171,6 +172,22 @@ def test_a_named_data_dir_is_used_or_refused_never_passed_over(tmp_path, files, 
     spoil(given)
     with pytest.raises(data.DataError, match=complaint) as error:
         data.find_or_fetch(data_dir=given, quiet=True)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spoil, complaint", [
+    (lambda folder: folder.rename(folder.with_name("elsewhere")), r"\$MINIVAE_DATA .*env: no such folder"),
+    (without("t10k-labels-idx1-ubyte"), "env/t10k-labels-idx1-ubyte is missing .*MINIVAE_DATA"),
+    (corrupt("train-images-idx3-ubyte"), "env/train-images-idx3-ubyte is not the MNIST file"),
+], ids=["missing-folder", "missing-file", "corrupt-file"])
+def test_a_bad_minivae_data_is_refused_as_a_bad_data_dir_is(tmp_path, monkeypatch, files, spoil, complaint):
+    """$MINIVAE_DATA names a root as --data-dir does: a good copy in the cache does not stand in for it."""
+    fill(data.cache_dir() / "mnist", files)
+    given = fill(tmp_path / "env", files)
+    monkeypatch.setenv("MINIVAE_DATA", str(given))
+    spoil(given)
+    with pytest.raises(data.DataError, match=complaint) as error:
+        data.find_or_fetch(quiet=True)
     assert "\n" not in str(error.value)
 
 
