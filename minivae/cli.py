@@ -1,4 +1,5 @@
-"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, bench.
+"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, morph,
+arithmetic, bench, profile.
 
 Errors a user can cause (bad data, a checkpoint that does not fit, an unknown preset, no GPU)
 print one line on stderr and exit non-zero, without a traceback (MINIVAE_DEBUG=1 shows it).
@@ -135,6 +136,24 @@ def cmd_sample(args):
     with no_grad():
         images = backend.to_numpy(model.decode(Tensor(z, device=_gpu_or_none(args.device))).data)
     print(plots.save_samples(images, args.out))
+
+
+def cmd_morph(args):
+    from . import train
+    explore = _needs_matplotlib("explore")
+    _check_picture_file(args.out)
+    model, config, _ = train.load_run_model(args.run_dir, args.device)
+    print(explore.morph(model, config, args.start, args.end, args.steps, args.out, args.device))
+
+
+def cmd_arithmetic(args):
+    from . import train
+    explore = _needs_matplotlib("explore")
+    out = args.out or f"arithmetic_{args.attribute}.png"
+    _check_picture_file(out)
+    model, config, _ = train.load_run_model(args.run_dir, args.device)
+    print(explore.arithmetic(model, config, args.run_dir, args.attribute, args.attributes, args.n,
+                             args.strengths, args.sample, args.seed, out, args.device))
 
 
 def cmd_bench(args):
@@ -314,6 +333,17 @@ def _number(minimum, maximum=math.inf, above_minimum=False, zero_means=None):
     return number
 
 
+def _numbers(text):
+    """An argparse type: comma-separated finite numbers, 1 to 12 of them."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from None
+    if not 1 <= len(values) <= 12 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected 1 to 12 finite numbers, not {text!r}")
+    return values
+
+
 def _check_model(name):
     """--model names a preset (checked in the command rather than by argparse, so that the
     error is one of the command's: status 1)."""
@@ -389,6 +419,33 @@ def _parser():
     p.add_argument("--out", default="samples.png", help="picture file (default samples.png)")
     p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("morph", help="decode the line between two images' codes, as a strip")
+    p.add_argument("run_dir", metavar="RUN", help="run folder")
+    p.add_argument("--from", dest="start", required=True, metavar="A",
+                   help="a test-set index, or (a run on a folder of images) an image file")
+    p.add_argument("--to", dest="end", required=True, metavar="B", help="the same, for the other end")
+    p.add_argument("--steps", type=_whole_number(2, 100), default=10, help="images in the strip (default 10)")
+    p.add_argument("--out", default="morph.png", help="picture file (default morph.png)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.set_defaults(run=cmd_morph)
+
+    p = sub.add_parser("arithmetic", help="add an attribute's direction (Smiling, ...) to faces")
+    p.add_argument("run_dir", metavar="RUN", help="run folder, trained on a folder of faces")
+    p.add_argument("--attribute", required=True, metavar="NAME", help="a column of the attributes file")
+    p.add_argument("--attributes", metavar="FILE",
+                   help="CelebA's list_attr_celeba.csv or .txt (default: the one in the images folder)")
+    p.add_argument("--n", type=_whole_number(1, 50), default=5, help="test images to change (default 5)")
+    p.add_argument("--strengths", type=_numbers, default=[-3.0, -1.5, 0.0, 1.5, 3.0], metavar="S,S,...",
+                   help="multiples of the direction to add (default -3,-1.5,0,1.5,3; write "
+                        "--strengths=-3,3 when the first is negative)")
+    p.add_argument("--sample", type=_whole_number(1), default=1000,
+                   help="training images encoded on each side, at most (default 1000; more are "
+                        "sampled at random)")
+    p.add_argument("--seed", type=_whole_number(0), default=0, help="for that sample")
+    p.add_argument("--out", help="picture file (default arithmetic_NAME.png)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.set_defaults(run=cmd_arithmetic)
 
     p = sub.add_parser("bench", help="time training steps; prints a JSON line last")
     p.add_argument("--model", default="foster", help=models)

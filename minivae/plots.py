@@ -221,7 +221,7 @@ def save_latent_histograms(z, path, dims=50, ncols=10):
     dims = min(dims, z.shape[1])
     ncols = min(ncols, dims)
     rows = math.ceil(dims / ncols)
-    figure = Figure(figsize=(1.6 * ncols, 1.3 * rows + 0.5), layout="constrained")
+    figure = Figure(figsize=(max(1.6 * ncols, 6), 1.3 * rows + 0.8), layout="constrained")
     axes = figure.subplots(rows, ncols, squeeze=False).ravel()
     grid = np.linspace(-3, 3, 121)
     density = np.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi)
@@ -235,8 +235,8 @@ def save_latent_histograms(z, path, dims=50, ncols=10):
         ax.set_yticks([])
         ax.set_title(f"z[{d}]", fontsize=8)
         ax.tick_params(labelsize=6)
-    figure.suptitle(f"the first {dims} of {z.shape[1]} latent dimensions of {len(z)} test images "
-                    "(blue) against N(0, 1) (red)")
+    which = f"the first {dims} of {z.shape[1]} latent dimensions" if dims < z.shape[1] else "each latent dimension"
+    figure.suptitle(f"{which}: {len(z):,} test images' codes (blue)\nagainst N(0, 1) (red)")
     return _save(figure, path)
 
 

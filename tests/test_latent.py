@@ -5,12 +5,10 @@ import numpy as np
 import pytest
 
 import minivae
+from helpers import ATTRIBUTE_NAMES, write_attributes
 from minivae import attributes, latent
 from minivae.models import foster_faces_vae
 from minivae.tensor import no_grad
-
-ATTRIBUTES = ["Smiling", "Eyeglasses", "Young"]
-
 
 def tiny_faces_vae(channels=3):
     """foster-faces' layout, small: 8×8 images, two stride-2 convs each way, z_dim 4."""
@@ -102,27 +100,14 @@ def test_choose_keeps_order_and_bounds_the_sample():
 
 # ---- attribute files -----------------------------------------------------------------------------
 
-def write_attributes(folder, names, values, layout):
-    """An attributes file in CelebA's .csv or .txt layout; returns its path."""
-    if layout == "csv":
-        lines = [",".join(["image_id"] + ATTRIBUTES)]
-        lines += [",".join([name] + [str(v) for v in row]) for name, row in zip(names, values)]
-    else:
-        lines = [str(len(names)), " ".join(ATTRIBUTES)]
-        lines += [f"{name} " + "  ".join(f"{v:2d}" for v in row) for name, row in zip(names, values)]
-    path = folder / f"list_attr_celeba.{layout}"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 VALUES = [[1, -1, 1], [-1, -1, 1], [1, 1, -1], [-1, 1, -1]]
 NAMES = ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"]
 
 
 @pytest.mark.parametrize("layout", ["csv", "txt"])
 def test_both_layouts_read_alike(tmp_path, layout):
-    table = attributes.read(write_attributes(tmp_path, NAMES, VALUES, layout))
-    assert table.names == ATTRIBUTES and table.images == NAMES
+    table = attributes.read(write_attributes(tmp_path / f"list_attr_celeba.{layout}", NAMES, VALUES))
+    assert table.names == ATTRIBUTE_NAMES and table.images == NAMES
     np.testing.assert_array_equal(table.values, VALUES)
     np.testing.assert_array_equal(table.has("Smiling"), [True, False, True, False])
     np.testing.assert_array_equal(table.rows_of(["000004.jpg", "000001.jpg"]), [3, 0])
@@ -131,14 +116,14 @@ def test_both_layouts_read_alike(tmp_path, layout):
 
 @pytest.mark.parametrize("layout", ["csv", "txt"])
 def test_a_missing_attribute_lists_those_there_are(tmp_path, layout):
-    table = attributes.read(write_attributes(tmp_path, NAMES, VALUES, layout))
+    table = attributes.read(write_attributes(tmp_path / f"list_attr_celeba.{layout}", NAMES, VALUES))
     with pytest.raises(attributes.AttributesError, match="--attribute Bald: .* has no such attribute; "
                                                          "it has Smiling, Eyeglasses, Young"):
         table.has("Bald")
 
 
 def test_images_the_file_does_not_list_are_counted_and_named(tmp_path):
-    table = attributes.read(write_attributes(tmp_path, NAMES, VALUES, "csv"))
+    table = attributes.read(write_attributes(tmp_path / "list_attr_celeba.csv", NAMES, VALUES))
     folder = ["000001.jpg", "a.png", "b.png", "c.png", "d.png"]
     with pytest.raises(attributes.AttributesError, match=r"does not match the images: 4 of the 5 "
                                                          r"images are not in it \(e.g. a.png, b.png, c.png\)"):
