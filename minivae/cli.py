@@ -319,7 +319,7 @@ def _parser():
     models = " or ".join(sorted(PRESETS))
     preset_batch = "the preset's, foster 32 or chollet 16"
 
-    p = sub.add_parser("train", help="train a book VAE on MNIST")
+    p = sub.add_parser("train", help="train a book VAE on MNIST or a folder of images")
     p.add_argument("--model", help=f"preset: {models} (default foster)")
     p.add_argument("--epochs", type=_whole_number(1), help="default 1")
     p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch),
