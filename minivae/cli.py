@@ -227,9 +227,10 @@ def _check_batch_fits(model_name, batch_size, device, sizes, in_memory=True):
     for need, where in needs:
         available = memory.available_bytes(where)
         if available is not None and need > available:
-            what = "a training step of " + model_name + (" and the data set" if where == "cpu" and in_memory else "")
+            with_data = where == "cpu" and in_memory
+            what = f"a training step of {model_name}" + (" and the data set need" if with_data else " needs")
             memory_of = "memory" if where == "cpu" else f"GPU memory on {where}"
-            raise RuntimeError(f"--batch-size {batch_size}: {what} need about {memory.gigabytes(need)}, "
+            raise RuntimeError(f"--batch-size {batch_size}: {what} about {memory.gigabytes(need)}, "
                                f"more than the {memory.gigabytes(available)} of {memory_of} available; "
                                "choose a smaller --batch-size")
 

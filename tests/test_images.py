@@ -434,3 +434,38 @@ def test_open_dataset_reads_a_folder_at_the_models_size_leaving_the_generators_a
     ds = data.open_dataset(folder_config(tmp_path / "folder", tmp_path / "run"), "test")
     assert ds.image_shape == (1, 28, 28) and len(ds) == 1 and ds.labels is None
     assert rng.get_state() == before   # the model built to read its input shape drew nothing
+
+
+def test_a_step_that_cannot_fit_is_refused_for_a_folder_without_counting_the_folder(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """A folder is read a batch at a time: only the step is weighed against free memory."""
+    from minivae import cli, memory
+    digit_folder(tmp_path / "folder", 40)
+    need = memory.step_bytes(*train.build(train.TrainConfig(batch_size=8))[::2], 8)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": need // 2)
+
+    def train_with(batch_size):
+        return cli.main(["train", "--images", str(tmp_path / "folder"), "--batch-size", str(batch_size),
+                         "--out", str(tmp_path / "run")])
+    assert train_with(8) == 1
+    error = capsys.readouterr().err
+    assert "--batch-size 8: a training step of foster needs about" in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+    assert train_with(64) == 1
+    assert "larger than the data set (36 training images)" in capsys.readouterr().err
+
+
+def test_resume_refuses_to_switch_between_mnist_and_a_folder(tmp_path, monkeypatch):
+    from test_train import config as mnist_config
+    from test_train import tiny_mnist
+    digit_folder(tmp_path / "folder", 40)
+    mnist = tiny_mnist(tmp_path, monkeypatch)
+    quiet(mnist_config(mnist, tmp_path / "mnist_run"))
+    quiet(folder_config(tmp_path / "folder", tmp_path / "folder_run"))
+    switches = [mnist_config(mnist, tmp_path / "mnist_run", epochs=2, images=str(tmp_path / "folder")),
+                folder_config(tmp_path / "folder", tmp_path / "folder_run", epochs=2, images=None,
+                              dataset="mnist", data_dir=str(mnist))]
+    for switch in switches:
+        switch.extra = {"resume": True}
+        with pytest.raises(train.TrainingError, match="--images is"):
+            quiet(switch)
