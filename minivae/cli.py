@@ -267,9 +267,10 @@ def _check_batch_fits(model_name, batch_size, device, sizes, in_memory=True):
     for need, where in needs:
         available = memory.available_bytes(where)
         if available is not None and need > available:
-            what = "a training step of " + model_name + (" and the data set" if where == "cpu" and in_memory else "")
+            with_data = where == "cpu" and in_memory
+            what = f"a training step of {model_name}" + (" and the data set need" if with_data else " needs")
             memory_of = "memory" if where == "cpu" else f"GPU memory on {where}"
-            raise RuntimeError(f"--batch-size {batch_size}: {what} need about {memory.gigabytes(need)}, "
+            raise RuntimeError(f"--batch-size {batch_size}: {what} about {memory.gigabytes(need)}, "
                                f"more than the {memory.gigabytes(available)} of {memory_of} available; "
                                "choose a smaller --batch-size")
 
@@ -370,7 +371,7 @@ def _parser():
     models = " or ".join(sorted(PRESETS))
     preset_batch = "the preset's, foster 32, foster-faces 32 or chollet 16"
 
-    p = sub.add_parser("train", help="train a book VAE on MNIST")
+    p = sub.add_parser("train", help="train a book VAE on MNIST or a folder of images")
     p.add_argument("--model", help=f"preset: {models} (default foster)")
     p.add_argument("--epochs", type=_whole_number(1), help="default 1")
     p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch),

@@ -80,8 +80,8 @@ def evaluate(model, loss_fn, dataset, batch_size, seed, device):
     eps_rng = np.random.default_rng([seed, 1_000_003])  # a stream of its own: training is untouched
     totals = np.zeros(4)
     with no_grad():
-        for images in dataset.batches(batch_size, shuffle=False):
-            x = to_tensor(images, device)
+        for batch in dataset.batches(batch_size, shuffle=False):
+            x = to_tensor(batch, device)
             n = x.shape[0]
             mu, log_var = model.encode(x)
             eps = eps_rng.standard_normal(mu.shape).astype(mu.dtype)
@@ -206,12 +206,12 @@ def _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics
                                         generator=rng.generator("shuffle"), skip=start_step)
             bar = _progress(config, epoch, steps_per_epoch, start_step)
             t0 = time.perf_counter() - epoch_state["seconds"]
-            for step, images in enumerate(batches, start=start_step):
+            for step, batch in enumerate(batches, start=start_step):
                 if step >= steps_per_epoch:
                     break
                 if ctrl_c.pressed:
                     ctrl_c.stop()
-                x = to_tensor(images, config.device)
+                x = to_tensor(batch, config.device)
                 with ctrl_c.deferring():  # a step happens whole or not at all
                     value, rec, kl = _step(model, optimizer, loss_fn, x, run, epoch, step)
                     n = x.shape[0]
@@ -388,6 +388,8 @@ def check_resume_settings(run, config):
                for f in fields(TrainConfig)
                if f.name not in RESUME_MAY_CHANGE | RECORDED
                and getattr(config, f.name) != getattr(saved, f.name)]
+    if bool(config.images) != bool(saved.images):   # the folder may move, but not come or go
+        changed.append(f"--images is {_shown(config.images)} here but {_shown(saved.images)} in {path}")
     if config.epochs < epochs_done:
         changed.append(f"--epochs {config.epochs} is fewer than the {epochs_done} the run has done")
     if changed:

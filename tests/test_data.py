@@ -191,6 +191,21 @@ def test_a_bad_minivae_data_is_refused_as_a_bad_data_dir_is(tmp_path, monkeypatc
     assert "\n" not in str(error.value)
 
 
+def test_a_runs_mnist_as_a_dataset_is_the_arrays_and_their_batches(tmp_path, files):
+    """data.open_dataset: MNIST's arrays behind the interface a folder of images has too."""
+    from minivae.train import TrainConfig
+    config = TrainConfig(data_dir=str(fill(tmp_path / "given", files)))
+    images, labels = data.load_mnist("train", data_dir=config.data_dir, quiet=True)
+    ds = data.open_dataset(config, "train")
+    assert len(ds) == 6 and ds.image_shape == (1, 28, 28) and np.array_equal(ds.labels, labels)
+    np.testing.assert_array_equal(ds.images([4, 0, 2]), images[[4, 0, 2]])
+    expected = data.batches(images, 4, generator=np.random.default_rng(1))
+    for got, want in zip(ds.batches(4, generator=np.random.default_rng(1)), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(data.DataError, match="takes 128x128 RGB images, but MNIST's are 28x28 grayscale"):
+        data.open_dataset(config, "test", image_shape=(3, 128, 128))
+
+
 def test_files_may_sit_in_the_root_itself_but_the_subfolder_comes_first(tmp_path, files):
     root = fill(tmp_path / "given", files)
     assert data.find_or_fetch(data_dir=root, quiet=True) == root

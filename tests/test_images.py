@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import fill, make_files, trust
 
-from minivae import data, train
+from minivae import data, rng, train
 from minivae.data import images as images_module
 
 Image = pytest.importorskip("PIL.Image")
@@ -53,15 +53,17 @@ def keras_reads(path, image_shape):
 
 # ---- one image ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg"])
-@pytest.mark.parametrize("size, channels, mode", [((28, 28), 1, None), ((218, 178), 3, None),
-                                                  ((30, 41), 3, "RGBA"), ((40, 40), 3, "P"),
-                                                  ((17, 60), 1, "RGB")],
-                         ids=["gray-28", "rgb-celeba-size", "rgba", "palette", "rgb-as-gray"])
+IMAGE_FILES = {   # name: (suffix, (H, W), channels, Pillow mode written); JPEG has no alpha or palette
+    "gray-28-png": (".png", (28, 28), 1, None), "gray-28-jpg": (".jpg", (28, 28), 1, None),
+    "rgb-celeba-size-png": (".png", (218, 178), 3, None), "rgb-celeba-size-jpg": (".jpg", (218, 178), 3, None),
+    "rgba-png": (".png", (30, 41), 3, "RGBA"), "palette-png": (".png", (40, 40), 3, "P"),
+    "rgb-of-gray-png": (".png", (17, 60), 1, "RGB"), "rgb-of-gray-jpg": (".jpg", (17, 60), 1, "RGB"),
+}
+
+
+@pytest.mark.parametrize("suffix, size, channels, mode", IMAGE_FILES.values(), ids=IMAGE_FILES.keys())
 @pytest.mark.parametrize("image_shape", [(1, 28, 28), (3, 28, 28), (3, 16, 12)])
 def test_an_image_is_converted_and_resized_as_keras_does(tmp_path, suffix, size, channels, mode, image_shape):
-    if suffix == ".jpg" and mode in ("RGBA", "P"):
-        pytest.skip("JPEG has no alpha or palette")
     path = save(tmp_path / f"image{suffix}", smooth_image(*size, channels), mode)
     pixels = data.decode(path, image_shape)
     assert pixels.dtype == np.uint8 and pixels.shape == image_shape
@@ -402,3 +404,68 @@ def test_the_command_line_trains_on_a_folder_and_refuses_mixing_it_with_mnist(tm
         assert "give one or the other" in error and error.count("\n") == 1
     assert cli.main(common + ["--out", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 0
     assert "cache: decoded" not in capsys.readouterr().out   # the cache of the first run serves
+
+
+def test_ctrl_c_mid_epoch_on_a_folder_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """Pressed in the 3rd step of 4: the run saves after that step; --resume reads the rest of the
+    epoch's batches (the first 3 passed over unread) and ends where the straight run does."""
+    import signal
+
+    from test_resume import press_on_call
+    digit_folder(tmp_path / "folder", 40)
+    straight = quiet(folder_config(tmp_path / "folder", tmp_path / "straight", limit_steps=4))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with monkeypatch.context() as patch, pytest.raises(train.Interrupted, match="step 3: saved"):
+            patch.setattr(train, "to_tensor", press_on_call(train, "to_tensor", 3, 1))
+            quiet(folder_config(tmp_path / "folder", tmp_path / "split", limit_steps=4))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    resumed = quiet(folder_config(tmp_path / "folder", tmp_path / "split", limit_steps=4,
+                                  extra={"resume": True}))
+    assert same_metrics(straight, resumed)
+    a, b = (train.load_checkpoint(tmp_path / run / "checkpoint.npz")[0] for run in ("straight", "split"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_open_dataset_reads_a_folder_at_the_models_size_leaving_the_generators_alone(tmp_path):
+    digit_folder(tmp_path / "folder", 10)
+    before = rng.get_state()
+    ds = data.open_dataset(folder_config(tmp_path / "folder", tmp_path / "run"), "test")
+    assert ds.image_shape == (1, 28, 28) and len(ds) == 1 and ds.labels is None
+    assert rng.get_state() == before   # the model built to read its input shape drew nothing
+
+
+def test_a_step_that_cannot_fit_is_refused_for_a_folder_without_counting_the_folder(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """A folder is read a batch at a time: only the step is weighed against free memory."""
+    from minivae import cli, memory
+    digit_folder(tmp_path / "folder", 40)
+    need = memory.step_bytes(*train.build(train.TrainConfig(batch_size=8))[::2], 8)
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": need // 2)
+
+    def train_with(batch_size):
+        return cli.main(["train", "--images", str(tmp_path / "folder"), "--batch-size", str(batch_size),
+                         "--out", str(tmp_path / "run")])
+    assert train_with(8) == 1
+    error = capsys.readouterr().err
+    assert "--batch-size 8: a training step of foster needs about" in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+    assert train_with(64) == 1
+    assert "larger than the data set (36 training images)" in capsys.readouterr().err
+
+
+def test_resume_refuses_to_switch_between_mnist_and_a_folder(tmp_path, monkeypatch):
+    from test_train import config as mnist_config
+    from test_train import tiny_mnist
+    digit_folder(tmp_path / "folder", 40)
+    mnist = tiny_mnist(tmp_path, monkeypatch)
+    quiet(mnist_config(mnist, tmp_path / "mnist_run"))
+    quiet(folder_config(tmp_path / "folder", tmp_path / "folder_run"))
+    switches = [mnist_config(mnist, tmp_path / "mnist_run", epochs=2, images=str(tmp_path / "folder")),
+                folder_config(tmp_path / "folder", tmp_path / "folder_run", epochs=2, images=None,
+                              dataset="mnist", data_dir=str(mnist))]
+    for switch in switches:
+        switch.extra = {"resume": True}
+        with pytest.raises(train.TrainingError, match="--images is"):
+            quiet(switch)

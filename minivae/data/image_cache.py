@@ -54,13 +54,13 @@ class DecodedImages:
             return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
-        paths = [self.listing.root / name for name in self.listing.names]
-        bar = _progress_bar(len(paths)) if progress else None
+        names = self.listing.names
+        bar = _progress_bar(len(names)) if progress else None
         start = time.perf_counter()
         try:
             with open(temporary, "wb") as out, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-                for first in range(0, len(paths), CHUNK):
-                    chunk = paths[first:first + CHUNK]
+                for first in range(0, len(names), CHUNK):
+                    chunk = [self.listing.root / name for name in names[first:first + CHUNK]]
                     for pixels in pool.map(self.decode, chunk, itertools.repeat(self.image_shape)):
                         out.write(np.ascontiguousarray(pixels).data)
                     if bar is not None:
@@ -76,7 +76,7 @@ class DecodedImages:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - start
-        return (f"cache: decoded {len(paths):,} images in {seconds:.1f} s into {self.path} "
+        return (f"cache: decoded {len(names):,} images in {seconds:.1f} s into {self.path} "
                 f"({self.path.stat().st_size / 2**20:,.0f} MB)")
 
     def read(self, positions):

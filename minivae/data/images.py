@@ -16,6 +16,7 @@
 - The pixels come from a cache that decodes each image once (see image_cache.py).
 """
 import hashlib
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -68,13 +69,15 @@ class Listing:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"--images {root}: {'not a folder' if self.root.exists() else 'no such folder'}")
-        files = sorted((path.relative_to(self.root).as_posix(), path) for path in self.root.rglob("*")
-                       if path.suffix.lower() in SUFFIXES and path.is_file())
+        self.names = []   # strings rather than Path objects, which take several times the memory
+        for folder, _, files in os.walk(self.root):
+            relative = Path(folder).relative_to(self.root).as_posix()
+            self.names += [name if relative == "." else f"{relative}/{name}"
+                           for name in files if os.path.splitext(name)[1].lower() in SUFFIXES]
+        self.names.sort()
         digest = hashlib.sha256()
-        self.names = []
-        for name, path in files:
-            stat = path.stat()
-            self.names.append(name)
+        for name in self.names:
+            stat = os.stat(self.root / name)
             digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
         if not self.names:
             raise DataError(f"--images {root}: no JPEG or PNG images in it or its subfolders")
