@@ -84,7 +84,7 @@ def save_reconstructions(originals, reconstructions, path, n=10):
                          f"{originals.shape[1:]} but {len(reconstructions)} reconstructions "
                          f"of shape {reconstructions.shape[1:]}")
     count = len(originals)
-    figure = Figure(figsize=(max(count, 4), 2.4), layout="constrained")
+    figure = Figure(figsize=(max(count, 6), 2.4), layout="constrained")
     axes = figure.subplots(2, 1)
     for ax, images, label in zip(axes, (originals, reconstructions), ("original", "reconstruction")):
         _show(ax, tile_images(images, count, gap=2))
