@@ -87,7 +87,8 @@ def main():
     if not args.no_steps:
         config = TrainConfig(model=args.model, batch_size=args.batch_size).resolved()
         net, optimizer, loss_fn = build(config)
-        synthetic = bench.training_images(args.batch_size, synthetic=True)
+        # bench --synthetic's random images (8 batches of them), at this shape
+        synthetic = rng.generator("bench").random((args.batch_size * 8,) + shape, dtype=np.float32)
         feeds = {"folder": endless(lambda: train_set.batches(args.batch_size, drop_last=True)),
                  "synthetic": bench.endless_batches(synthetic, args.batch_size)}
         if args.compare_read_ahead:   # the same folder, each batch read when asked for
