@@ -63,6 +63,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=15, help="timed blocks of each kind")
     parser.add_argument("--no-steps", action="store_true", help="measure reading only")
     parser.add_argument("--no-read-ahead", action="store_true", help="read each batch when it is asked for")
+    parser.add_argument("--compare-read-ahead", action="store_true",
+                        help="also time steps fed by the folder without read-ahead")
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.shape.split(","))
     if args.make:
@@ -85,9 +87,14 @@ def main():
     if not args.no_steps:
         config = TrainConfig(model=args.model, batch_size=args.batch_size).resolved()
         net, optimizer, loss_fn = build(config)
-        synthetic = bench.training_images(args.batch_size, synthetic=True)
+        # bench --synthetic's random images (8 batches of them), at this shape
+        synthetic = rng.generator("bench").random((args.batch_size * 8,) + shape, dtype=np.float32)
         feeds = {"folder": endless(lambda: train_set.batches(args.batch_size, drop_last=True)),
                  "synthetic": bench.endless_batches(synthetic, args.batch_size)}
+        if args.compare_read_ahead:   # the same folder, each batch read when asked for
+            unhurried = data.ImageFolder(args.folder, shape, "train")
+            unhurried.read_ahead = False
+            feeds["folder, no read-ahead"] = endless(lambda: unhurried.batches(args.batch_size, drop_last=True))
 
         waits = {name: [] for name in feeds}   # how long each step waited for its batch
 
@@ -109,14 +116,15 @@ def main():
             steps(name, 10)
         ms = {name: [] for name in feeds}
         for repeat in range(args.repeats):   # alternating, so that a noisy neighbour hits both alike
-            for name in (("folder", "synthetic") if repeat % 2 == 0 else ("synthetic", "folder")):
+            for name in (list(feeds) if repeat % 2 == 0 else list(feeds)[::-1]):
                 ms[name].append(steps(name, args.steps))
         medians = {name: statistics.median(values) for name, values in ms.items()}
-        ratios = [a / b for a, b in zip(ms["folder"], ms["synthetic"])]   # each pair ran back to back
+        def ratio(name):   # the median over repeats of name's time / synthetic's, run back to back
+            return round(statistics.median(a / b for a, b in zip(ms[name], ms["synthetic"])), 3)
         result.update(model=args.model, batch_size=args.batch_size,
                       ms_per_step={name: round(m, 2) for name, m in medians.items()},
                       ms_per_step_runs={name: [round(v, 2) for v in values] for name, values in ms.items()},
-                      folder_over_synthetic_median_pair=round(statistics.median(ratios), 3),
+                      over_synthetic={name: ratio(name) for name in feeds if name != "synthetic"},
                       wait_ms_per_batch={name: round(statistics.median(w) * 1000, 4) for name, w in waits.items()})
     result.update(peak_rss_mb=round(bench.peak_rss_mb(), 1), cpu=cpu_model(), cores=os.cpu_count())
     print(json.dumps(result))

@@ -398,6 +398,8 @@ def test_the_command_line_trains_on_a_folder_and_refuses_mixing_it_with_mnist(tm
     assert f"data: 40 images in {tmp_path / 'folder'}, read at 28x28 grayscale" in said
     assert "test: 4 images held out (10%, fixed split)" in said and "cache: decoded 40 images" in said
     assert (tmp_path / "run" / "latent_scatter.png").is_file()
+    (tmp_path / "run" / "latent_scatter.png").unlink()
+    assert cli.main(["plot", str(tmp_path / "run")]) == 0 and (tmp_path / "run" / "latent_scatter.png").is_file()
     for other in (["--dataset", "mnist"], ["--data-dir", str(tmp_path)]):
         assert cli.main(common + other + ["--out", str(tmp_path / "other")]) == 1
         error = capsys.readouterr().err
