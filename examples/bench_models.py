@@ -1,9 +1,10 @@
-"""Training speed of the two book VAEs, minivae against PyTorch on the same model, in one run.
+"""Training speed of the book VAEs, minivae against PyTorch on the same model, in one run.
 
 For each thread count, preset and batch size: `minivae bench` times training steps on real MNIST
 (images/s, ms per step, minor page faults per step, peak memory), then the PyTorch twin of
 examples/torch_reference.py, starting from the same weights, times the same steps on real MNIST
-batches with as many threads. Each runs in a process of its own, so each peak memory is its own.
+batches with as many threads. With --synthetic, and always for foster-faces (whose 3×128×128
+faces no data set here holds), both time random images of the model's shape instead. Each runs in a process of its own, so each peak memory is its own.
 The two take turns --repeats times and the medians are reported, so a noisy machine slows both
 alike. `ratio` is minivae's median images/s over PyTorch's (above 1: minivae is faster). Without
 PyTorch only minivae is timed. The table's head names the CPU (its model name from /proc/cpuinfo),
@@ -17,6 +18,7 @@ OMP_NUM_THREADS set to the thread count; the BLAS that ran and its thread count 
     python examples/bench_models.py                          # both presets, batches 32 and 128
     python examples/bench_models.py --threads 1 2 --model chollet --batch-size 16 32 128
     python examples/bench_models.py --model foster --batch-size 32 --steps 50
+    python examples/bench_models.py --model foster-faces --batch-size 32 --steps 5
     python examples/bench_models.py --device cuda --batch-size 32 128 1024
     python examples/bench_models.py --baseline /tmp/before   # against another checkout, in the same turns
 """
@@ -30,13 +32,16 @@ import time
 import numpy as np
 
 import minivae
-from minivae import bench, data, rng
+from minivae import bench, rng
 from minivae.train import TrainConfig, build
 
 
-def torch_bench(model, batch_size, steps, device, warmup=10, repeats=5):
+SYNTHETIC_ONLY = {"foster-faces"}   # presets whose images no data set here holds
+
+
+def torch_bench(model, batch_size, steps, device, synthetic=False, warmup=10, repeats=5):
     """PyTorch's training images/s (the median of `repeats` runs of `steps`), minor page faults
-    per step and peak memory on `model`'s twin, on shuffled MNIST batches."""
+    per step and peak memory on `model`'s twin, on shuffled MNIST batches (or random images)."""
     import torch
     from torch_reference import torch_twin
 
@@ -44,7 +49,7 @@ def torch_bench(model, batch_size, steps, device, warmup=10, repeats=5):
     net, _, _ = build(TrainConfig(model=model, batch_size=batch_size).resolved())
     twin, loss_fn, optimizer = torch_twin(model, net)
     twin.to(device)
-    images, _ = data.load_mnist("train", "mnist", quiet=True)
+    images = bench.training_images(batch_size, synthetic=synthetic, image_shape=net.input_shape)
     order = rng.generator("bench").permutation(len(images))
     batches = [torch.tensor(images[order[i * batch_size:(i + 1) * batch_size]]).to(device)
                for i in range(min(warmup + steps * repeats, len(images) // batch_size))]
@@ -102,12 +107,15 @@ def main():
     parser.add_argument("--baseline", metavar="DIR",
                         help="another checkout of minivae (e.g. `git worktree add /tmp/before main`), timed "
                              "in the same turns: its images/s and its ratio to PyTorch are printed too")
+    parser.add_argument("--synthetic", action="store_true", help="random images instead of MNIST "
+                        "(always so for foster-faces)")
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "minivae", "__init__.py")):
         parser.error(f"--baseline {args.baseline}: no minivae package in that folder")
     if args.torch_only:
-        print(json.dumps(torch_bench(args.model[0], args.batch_size[0], args.steps, args.device)))
+        print(json.dumps(torch_bench(args.model[0], args.batch_size[0], args.steps, args.device,
+                                     args.synthetic)))
         return
     try:
         import torch  # noqa: F401
@@ -125,7 +133,7 @@ def main():
           + (f", without {' and '.join(removed)}" if removed else ""))
     if args.baseline:
         print(f"baseline: the minivae in {args.baseline}")
-    print(f"{'model':<8} {'batch':>5} {'thr':>3} {'minivae img/s':>13} {'ms/step':>8} {'faults':>6} "
+    print(f"{'model':<12} {'batch':>5} {'thr':>3} {'minivae img/s':>13} {'ms/step':>8} {'faults':>6} "
           f"{'peak MB':>8} {'torch img/s':>11} {'faults':>6} {'torch MB':>8} {'ratio':>6}"
           + (f" {'baseline img/s':>14} {'its ratio':>9}" if args.baseline else ""))
     results = []
@@ -136,6 +144,8 @@ def main():
             for batch_size in args.batch_size:
                 common = ["--model", model, "--batch-size", str(batch_size), "--steps", str(args.steps),
                           "--device", args.device]
+                if args.synthetic or model in SYNTHETIC_ONLY:
+                    common.append("--synthetic")
                 ours, theirs, baseline = [], [], []
                 for _ in range(args.repeats):
                     ours.append(last_json_line([sys.executable, "-m", "minivae", "bench"] + common, env))
@@ -158,7 +168,7 @@ def main():
                         result["baseline_ratio"] = round(result["baseline_images_per_s"]
                                                          / result["torch_images_per_s"], 2)
                 nan = float("nan")
-                print(f"{model:<8} {batch_size:>5} {threads:>3} {result['images_per_s']:>13.1f} "
+                print(f"{model:<12} {batch_size:>5} {threads:>3} {result['images_per_s']:>13.1f} "
                       f"{result['ms_per_step']:>8.1f} {result['minor_faults_per_step']:>6.0f} "
                       f"{result['peak_rss_mb']:>8.0f} {result.get('torch_images_per_s', nan):>11.1f} "
                       f"{result.get('torch_minor_faults_per_step', nan):>6.0f} "

@@ -1,11 +1,12 @@
-"""The two book VAEs in PyTorch, as an outside reference for minivae (speed and agreement).
+"""The book VAEs in PyTorch, as an outside reference for minivae (speed and agreement).
 
 `torch_twin(name, model)` builds the PyTorch model of preset `name` with the weights of the minivae
-model `model` copied in, the same layers, the same Keras "same" padding (the odd row/column of
-padding at the bottom/right, done with explicit pads and crops), the same loss and the same
-optimizer settings. Nothing in minivae imports this file: PyTorch is an oracle here, not a code path.
+model `model` copied in (batch norm's running statistics too), the same layers, the same Keras
+"same" padding (the odd row/column of padding at the bottom/right, done with explicit pads and
+crops), the same loss and the same optimizer settings. Nothing in minivae imports this file:
+PyTorch is an oracle here, not a code path.
 
-    python examples/torch_reference.py      # checks that both presets agree with minivae's forward
+    python examples/torch_reference.py      # checks that every preset agrees with minivae's
 """
 import numpy as np
 import torch
@@ -78,6 +79,23 @@ def foster_torch():
     return TorchVAE(encoder, 3136, decoder)
 
 
+def foster_faces_torch():
+    """128×128×3 → four stride-2 convs, each followed by batch norm, LeakyReLU and dropout."""
+    def block(conv, channels):
+        # Keras's BatchNormalization: eps 1e-3, moving average 0.99 (PyTorch counts it as 1 - 0.99)
+        return [conv, nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01), nn.LeakyReLU(0.3), nn.Dropout(0.25)]
+    encoder, channels, size = [], 3, 128
+    for filters in (32, 64, 64, 64):
+        encoder += block(SameConv(channels, filters, 2, size), filters)
+        channels, size = filters, size // 2
+    decoder = [Dense(200, 64 * 8 * 8), nn.Unflatten(1, (64, 8, 8))]
+    for filters in (64, 64, 32):
+        decoder += block(SameConvT(channels, filters, 2, size), filters)
+        channels, size = filters, size * 2
+    decoder += [SameConvT(channels, 3, 2, size), nn.Sigmoid()]
+    return TorchVAE(nn.Sequential(*encoder, nn.Flatten()), 64 * 8 * 8, nn.Sequential(*decoder), z_dim=200)
+
+
 def chollet_torch():
     encoder = nn.Sequential(SameConv(1, 32, 1, 28), nn.ReLU(), SameConv(32, 64, 2, 28), nn.ReLU(),
                             SameConv(64, 64, 1, 14), nn.ReLU(), SameConv(64, 64, 1, 14), nn.ReLU(),
@@ -87,10 +105,12 @@ def chollet_torch():
     return TorchVAE(encoder, 32, decoder)
 
 
-def foster_loss(x, reconstruction, mu, log_var):
-    recon = 1000 * ((reconstruction - x) ** 2).flatten(1).mean(1)
-    kl = -0.5 * (1 + log_var - mu ** 2 - log_var.exp()).sum(1)
-    return (recon + kl).mean()
+def foster_loss(r_loss_factor):
+    def loss(x, reconstruction, mu, log_var):
+        recon = r_loss_factor * ((reconstruction - x) ** 2).flatten(1).mean(1)
+        kl = -0.5 * (1 + log_var - mu ** 2 - log_var.exp()).sum(1)
+        return (recon + kl).mean()
+    return loss
 
 
 def chollet_loss(x, reconstruction, mu, log_var):
@@ -101,9 +121,18 @@ def chollet_loss(x, reconstruction, mu, log_var):
 
 TWINS = {
     # name: (builder, loss, optimizer with the Keras settings minivae uses)
-    "foster": (foster_torch, foster_loss, lambda p: torch.optim.Adam(p, lr=5e-4, eps=1e-7)),
+    "foster": (foster_torch, foster_loss(1000), lambda p: torch.optim.Adam(p, lr=5e-4, eps=1e-7)),
+    "foster-faces": (foster_faces_torch, foster_loss(10_000), lambda p: torch.optim.Adam(p, lr=5e-4, eps=1e-7)),
     "chollet": (chollet_torch, chollet_loss, lambda p: torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-7)),
 }
+
+
+def weighted_layers(twin):
+    """The twin's layers in minivae's parameter order: encoder, mu, log_var, decoder, each layer's
+    (weight, bias) in turn; a batch norm's (gamma, beta) are PyTorch's (weight, bias)."""
+    weighted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)
+    return ([m for m in twin.encoder.modules() if isinstance(m, weighted)] + [twin.mu, twin.log_var]
+            + [m for m in twin.decoder.modules() if isinstance(m, weighted)])
 
 
 def torch_twin(name, model):
@@ -111,33 +140,107 @@ def torch_twin(name, model):
     build, loss, make_optimizer = TWINS[name]
     twin = build()
     ours = [p.data for p in model.parameters()]
-    # minivae's parameter order is encoder, mu, log_var, decoder, (weight, bias) for each layer
-    weighted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-    order = ([m for m in twin.encoder.modules() if isinstance(m, weighted)] + [twin.mu, twin.log_var]
-             + [m for m in twin.decoder.modules() if isinstance(m, weighted)])
+    order = weighted_layers(twin)
     assert 2 * len(order) == len(ours), "the twin's layers do not match minivae's"
     for layer, (weight, bias) in zip(order, zip(ours[::2], ours[1::2])):
         if isinstance(layer, Dense):
             layer.load_keras(weight, bias)
         else:
             layer.weight.data, layer.bias.data = torch.tensor(weight), torch.tensor(bias)
+    norms = [m for m in twin.modules() if isinstance(m, nn.BatchNorm2d)]
+    state = model.state_dict()
+    running = [name for name in state if name.endswith(".running_mean")]
+    assert len(norms) == len(running), "the twin's batch norms do not match minivae's"
+    for norm, name in zip(norms, running):
+        norm.running_mean.data = torch.tensor(state[name])
+        norm.running_var.data = torch.tensor(state[name.replace("running_mean", "running_var")])
     return twin, loss, make_optimizer(twin.parameters())
 
 
-def main():
+def without_dropout(model, twin):
+    """Both models with every dropout rate set to 0, so that training mode is deterministic."""
+    from minivae import nn as mnn
+    for _, module in model.named_modules():
+        if isinstance(module, mnn.Dropout):
+            module.rate = 0.0
+    for module in twin.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def layer_gradients(twin):
+    """The twin's gradients in minivae's parameter order and layouts (Dense kernels as (in, out))."""
+    grads = []
+    for layer in weighted_layers(twin):
+        weight = layer.weight.grad.double().numpy()
+        grads += [weight.T if isinstance(layer, Dense) else weight, layer.bias.grad.double().numpy()]
+    return grads
+
+
+def worst_relative_difference(grads, reference):
+    """max |a - b| over every parameter, relative to the largest reference gradient of its layer
+    (weight and bias together): the layers' scales differ widely, and a conv bias before a batch
+    norm gets no gradient at all (the norm subtracts the mean it adds), only float noise."""
+    worst = 0.0
+    for k in range(0, len(reference), 2):
+        scale = max(np.abs(reference[k]).max(), np.abs(reference[k + 1]).max(), 1e-12)
+        worst = max(worst, *(np.abs(grads[i] - reference[i]).max() / scale for i in (k, k + 1)))
+    return worst
+
+
+def compare(name):
+    """How far minivae's preset `name` is from its twin, z = mu throughout: the reconstructions in
+    evaluation mode (batch norm on running statistics, set to random values here so that they
+    matter), then in training mode with dropout off (batch norm on the batch's statistics), and
+    the loss's gradients there. The gradients are compared with the twin in float64, and so are
+    PyTorch's own float32 ones, since float32 alone strays measurably on foster-faces: its batch
+    norms sum up to 16,384 values per channel."""
     import minivae
     from minivae.models import get_preset
     from minivae.tensor import no_grad
 
-    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    preset = get_preset(name)
+    model = preset.build()
+    rng = np.random.default_rng(0)
+    state = {key: (rng.uniform(0.5, 2, value.shape) if key.endswith("running_var") else
+                   rng.normal(0, 0.1, value.shape) if key.endswith("running_mean") else value).astype(np.float32)
+             for key, value in model.state_dict().items()}
+    model.load_state_dict(state)
+    twin, loss_fn, _ = torch_twin(name, model)
+    x = rng.random((4,) + model.input_shape, dtype=np.float32)
+    differences = {}
+
+    model.eval(), twin.eval()
+    with no_grad():
+        ours = model.decode(model.encode(minivae.tensor(x))[0]).data
+    theirs = twin(torch.tensor(x), sample=False)[0].detach().numpy()
+    differences["eval"] = np.abs(ours - theirs).max()
+
+    model.train(), twin.train()
+    without_dropout(model, twin)
+    mu, log_var = model.encode(minivae.tensor(x))
+    reconstruction = model.decode(mu)
+    preset.loss(minivae.tensor(x), reconstruction, mu, log_var)[0].backward()
+    gradients = {}
+    for dtype in (torch.float32, torch.float64):
+        twin.to(dtype).zero_grad()
+        out = twin(torch.tensor(x, dtype=dtype), sample=False)
+        loss_fn(torch.tensor(x, dtype=dtype), *out).backward()
+        gradients[dtype] = layer_gradients(twin)
+    differences["train"] = np.abs(reconstruction.data - out[0].detach().numpy()).max()
+    reference = gradients[torch.float64]
+    differences["gradient"] = worst_relative_difference([p.grad for p in model.parameters()], reference)
+    differences["torch_float32_gradient"] = worst_relative_difference(gradients[torch.float32], reference)
+    return differences
+
+
+def main():
     for name in TWINS:
-        model = get_preset(name).build()
-        twin, _, _ = torch_twin(name, model)
-        with no_grad():
-            mu, _ = model.encode(minivae.tensor(x))
-            ours = model.decode(mu).data
-        theirs = twin(torch.tensor(x), sample=False)[0].detach().numpy()
-        print(f"{name}: z = mu reconstructions differ by at most {np.abs(ours - theirs).max():.2e}")
+        d = compare(name)
+        print(f"{name}: z = mu reconstructions differ by at most {d['eval']:.2e} (evaluation mode) and "
+              f"{d['train']:.2e} (training mode, dropout off); against float64 PyTorch, the gradients "
+              f"differ by {d['gradient']:.2e} of their layer's largest (PyTorch's float32: "
+              f"{d['torch_float32_gradient']:.2e})")
 
 
 if __name__ == "__main__":

@@ -69,10 +69,11 @@ def machine():
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def training_images(batch_size, data_dir=None, synthetic=False):
-    """MNIST's training images, or (synthetic) 8 batches of random ones that need no data set."""
+def training_images(batch_size, data_dir=None, synthetic=False, image_shape=(1, 28, 28)):
+    """MNIST's training images, or (synthetic) 8 batches of random ones of `image_shape` (C, H, W)
+    that need no data set."""
     if synthetic:
-        return rng.generator("bench").random((batch_size * 8, 1, 28, 28), dtype=np.float32)
+        return rng.generator("bench").random((batch_size * 8,) + tuple(image_shape), dtype=np.float32)
     return data.load_mnist("train", "mnist", data_dir, quiet=True)[0]
 
 
@@ -88,7 +89,8 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
     median run's images/s and ms per step, and minor page faults per step over all timed steps."""
     config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
     net, optimizer, loss_fn = build(config)
-    batches = endless_batches(training_images(batch_size, data_dir, synthetic), batch_size)
+    batches = endless_batches(training_images(batch_size, data_dir, synthetic, net.input_shape),
+                              batch_size)
 
     def step():
         x = to_tensor(next(batches), device)

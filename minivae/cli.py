@@ -1,4 +1,5 @@
-"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, bench.
+"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, morph,
+arithmetic, bench, profile.
 
 Errors a user can cause (bad data, a checkpoint that does not fit, an unknown preset, no GPU)
 print one line on stderr and exit non-zero, without a traceback (MINIVAE_DEBUG=1 shows it).
@@ -47,6 +48,8 @@ def cmd_train(args):
     _check_model(args.model)
     _check_out_folder(args.out)
     explicit = {k: v for k, v in vars(args).items() if v is not None and k in _config_fields()}
+    if args.images:   # the run's config names the folder wherever the run is resumed from
+        explicit["images"] = str(Path(args.images).resolve())
     if args.resume:
         # the saved run's settings, with those given here on top; any that would not continue
         # the run exactly are refused before anything is written
@@ -55,14 +58,26 @@ def cmd_train(args):
         train.check_resume_settings(run, config)   # before the data and memory checks below
     else:
         explicit.setdefault("out", f"runs/{explicit.get('model', 'foster')}")
+        if args.images:
+            explicit["dataset"] = None
         config = train.TrainConfig(**explicit)
     config.extra = {"resume": args.resume}
+    if config.images and (args.dataset or args.data_dir):
+        raise ValueError("--images DIR trains on a folder of images, --dataset and --data-dir on "
+                         "MNIST's files: give one or the other")
     if config.book_exp_log_var and config.model != "chollet":
         raise ValueError(f"--book-exp-log-var applies to --model chollet only, not {config.model}")
     batch_size = config.batch_size or get_preset(config.model).batch_size
-    folder, sizes = _data_folder(config.dataset, config.data_dir)
-    _check_batch_fits(config.model, batch_size, config.device, sizes)
-    metrics = train.train(config, log=_first_saying(f"data: {data.DATASETS[config.dataset]} from {folder}"))
+    if config.images:   # read a batch at a time: the data set takes no room in memory
+        train_set = data.open_dataset(config, "train")
+        sizes, in_memory, source = {"train": len(train_set)}, False, train_set.description
+    else:
+        _check_model_takes(config.model, data.DATASETS[config.dataset], "train it on a folder of "
+                           "images with --images DIR")
+        folder, sizes = _data_folder(config.dataset, config.data_dir)
+        in_memory, source = True, f"{data.DATASETS[config.dataset]} from {folder}"
+    _check_batch_fits(config.model, batch_size, config.device, sizes, in_memory)
+    metrics = train.train(config, log=_first_saying(f"data: {source}"))
     try:
         from . import pictures
     except ImportError:   # matplotlib is an optional extra: the run itself is complete
@@ -70,7 +85,7 @@ def cmd_train(args):
               f"metrics are in {config.out}", file=sys.stderr)
         return 0
     model, _, _ = train.load_run_model(config.out, config.device)
-    test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
+    test_x, test_y = _pictures_test_set(config)
     paths = pictures.write_pictures(model, test_x, test_y, metrics, config.out, config.device, config.seed,
                                     config.dataset)
     print(f"pictures: {', '.join(str(p) for p in paths)}")
@@ -91,10 +106,21 @@ def cmd_plot(args):
     pictures = _needs_matplotlib("pictures")
     model, config, _ = train.load_run_model(args.run_dir, args.device)
     run = train.Run(args.run_dir)
-    test_x, test_y = data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
+    test_x, test_y = _pictures_test_set(config)
     paths = pictures.write_pictures(model, test_x, test_y, run.read_metrics(), args.run_dir, args.device,
                                     config.seed, config.dataset)
     print("\n".join(str(p) for p in paths))
+
+
+PICTURE_IMAGES = 2000   # a folder's test images the pictures encode, at most (MNIST's: all 10,000)
+
+
+def _pictures_test_set(config):
+    """(images, labels or None) of the run's test set for its pictures: MNIST's whole test set,
+    or a folder's first PICTURE_IMAGES test images (its whole test set could be gigabytes)."""
+    test_set = data.open_dataset(config, "test", quiet=True)
+    count = len(test_set) if test_set.labels is not None else min(len(test_set), PICTURE_IMAGES)
+    return test_set.images(range(count)), test_set.labels
 
 
 def cmd_sample(args):
@@ -112,6 +138,24 @@ def cmd_sample(args):
     print(plots.save_samples(images, args.out))
 
 
+def cmd_morph(args):
+    from . import train
+    explore = _needs_matplotlib("explore")
+    _check_picture_file(args.out)
+    model, config, _ = train.load_run_model(args.run_dir, args.device)
+    print(explore.morph(model, config, args.start, args.end, args.steps, args.out, args.device))
+
+
+def cmd_arithmetic(args):
+    from . import train
+    explore = _needs_matplotlib("explore")
+    out = args.out or f"arithmetic_{args.attribute}.png"
+    _check_picture_file(out)
+    model, config, _ = train.load_run_model(args.run_dir, args.device)
+    print(explore.arithmetic(model, config, args.run_dir, args.attribute, args.attributes, args.n,
+                             args.strengths, args.sample, args.seed, out, args.device))
+
+
 def cmd_bench(args):
     from . import bench
     batch_size = _timed_batch_size(args)
@@ -127,6 +171,7 @@ def _timed_batch_size(args):
     if args.synthetic:
         sizes = {"train": batch_size * 8}   # bench's own random images
     else:
+        _check_model_takes(args.model, "MNIST", "time it on random images with --synthetic")
         sizes = _data_folder("mnist", args.data_dir)[1]
         del sizes["test"]                   # bench reads the training images only
     _check_batch_fits(args.model, batch_size, args.device, sizes)
@@ -187,24 +232,45 @@ def _data_folder(dataset, data_dir):
     return folder, sizes
 
 
-def _check_batch_fits(model_name, batch_size, device, sizes):
+MNIST_SHAPE = (1, 28, 28)
+
+
+def _check_model_takes(model_name, dataset_name, instead):
+    """A preset built for other images than MNIST's (foster-faces: 3×128×128) cannot read it;
+    `instead` says what to do."""
+    shape = data.model_input_shape(model_name)
+    if shape != MNIST_SHAPE:
+        raise ValueError(f"--model {model_name} takes {_shape_text(shape)} images, but {dataset_name}'s "
+                         f"are {_shape_text(MNIST_SHAPE)}: {instead}")
+
+
+def _shape_text(shape):
+    """(C, H, W) as people write it: 3×128×128."""
+    return "×".join(str(n) for n in shape)
+
+
+def _check_batch_fits(model_name, batch_size, device, sizes, in_memory=True):
     """Refuse a batch larger than the training set, or one whose step cannot fit in memory
-    (see minivae.memory): better now, with both figures, than killed minutes later."""
+    (see minivae.memory): better now, with both figures, than killed minutes later. `sizes`:
+    the images of each split; `in_memory`: whether they are all held in memory (MNIST) or read a
+    batch at a time (a folder of images)."""
     from . import memory, train
     if batch_size > sizes["train"]:
         raise ValueError(f"--batch-size {batch_size} is larger than the data set "
                          f"({sizes['train']:,} training images)")
     config = train.TrainConfig(model=model_name, batch_size=batch_size).resolved()
     net, _, loss_fn = train.build(config)   # on the CPU: the sizes are the same on a GPU
-    step = memory.step_bytes(net, loss_fn, batch_size, net.input_shape)
-    images = sum(sizes.values()) * memory.IMAGE_BYTES   # the data set, held in host memory
+    step = memory.step_bytes(net, loss_fn, batch_size)
+    # the data set, in host memory (MNIST), or read a batch at a time (a folder)
+    images = sum(sizes.values()) * memory.image_bytes(net.input_shape) if in_memory else 0
     needs = [(step + images, "cpu")] if device == "cpu" else [(step, device), (images, "cpu")]
     for need, where in needs:
         available = memory.available_bytes(where)
         if available is not None and need > available:
-            what = "a training step of " + model_name + (" and the data set" if where == "cpu" else "")
+            with_data = where == "cpu" and in_memory
+            what = f"a training step of {model_name}" + (" and the data set need" if with_data else " needs")
             memory_of = "memory" if where == "cpu" else f"GPU memory on {where}"
-            raise RuntimeError(f"--batch-size {batch_size}: {what} need about {memory.gigabytes(need)}, "
+            raise RuntimeError(f"--batch-size {batch_size}: {what} about {memory.gigabytes(need)}, "
                                f"more than the {memory.gigabytes(available)} of {memory_of} available; "
                                "choose a smaller --batch-size")
 
@@ -268,6 +334,17 @@ def _number(minimum, maximum=math.inf, above_minimum=False, zero_means=None):
     return number
 
 
+def _numbers(text):
+    """An argparse type: comma-separated finite numbers, 1 to 12 of them."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from None
+    if not 1 <= len(values) <= 12 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected 1 to 12 finite numbers, not {text!r}")
+    return values
+
+
 def _check_model(name):
     """--model names a preset (checked in the command rather than by argparse, so that the
     error is one of the command's: status 1)."""
@@ -292,15 +369,15 @@ def _parser():
     parser = _Parser(prog="minivae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     models = " or ".join(sorted(PRESETS))
-    preset_batch = "the preset's, foster 32 or chollet 16"
+    preset_batch = "the preset's, foster 32, foster-faces 32 or chollet 16"
 
-    p = sub.add_parser("train", help="train a book VAE on MNIST")
+    p = sub.add_parser("train", help="train a book VAE on MNIST or a folder of images")
     p.add_argument("--model", help=f"preset: {models} (default foster)")
     p.add_argument("--epochs", type=_whole_number(1), help="default 1")
     p.add_argument("--batch-size", type=_whole_number(0, zero_means=preset_batch),
                    help=f"default 0: {preset_batch}")
     p.add_argument("--lr", type=_number(0, zero_means="the preset's"),
-                   help="default 0: the preset's (foster 5e-4, chollet 1e-3)")
+                   help="default 0: the preset's (foster and foster-faces 5e-4, chollet 1e-3)")
     p.add_argument("--lr-decay", type=_number(0, 1, above_minimum=True),
                    help="multiply the rate by this every --lr-step epochs (default 1: constant)")
     p.add_argument("--lr-step", type=_whole_number(1), help="epochs between decays (default 1)")
@@ -310,6 +387,8 @@ def _parser():
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--dataset", choices=["mnist", "fashion"])
     p.add_argument("--data-dir", help="folder holding the four IDX files")
+    p.add_argument("--images", metavar="DIR",
+                   help="train on the JPEG and PNG images in DIR and its subfolders instead")
     p.add_argument("--limit-steps", type=_whole_number(0, zero_means="whole epochs"),
                    help="end each epoch after N steps (quick runs; default 0: whole epochs)")
     p.add_argument("--book-exp-log-var", action="store_true", default=None,
@@ -341,6 +420,33 @@ def _parser():
     p.add_argument("--out", default="samples.png", help="picture file (default samples.png)")
     p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("morph", help="decode the line between two images' codes, as a strip")
+    p.add_argument("run_dir", metavar="RUN", help="run folder")
+    p.add_argument("--from", dest="start", required=True, metavar="A",
+                   help="a test-set index, or (a run on a folder of images) an image file")
+    p.add_argument("--to", dest="end", required=True, metavar="B", help="the same, for the other end")
+    p.add_argument("--steps", type=_whole_number(2, 100), default=10, help="images in the strip (default 10)")
+    p.add_argument("--out", default="morph.png", help="picture file (default morph.png)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.set_defaults(run=cmd_morph)
+
+    p = sub.add_parser("arithmetic", help="add an attribute's direction (Smiling, ...) to faces")
+    p.add_argument("run_dir", metavar="RUN", help="run folder, trained on a folder of faces")
+    p.add_argument("--attribute", required=True, metavar="NAME", help="a column of the attributes file")
+    p.add_argument("--attributes", metavar="FILE",
+                   help="CelebA's list_attr_celeba.csv or .txt (default: the one in the images folder)")
+    p.add_argument("--n", type=_whole_number(1, 50), default=5, help="test images to change (default 5)")
+    p.add_argument("--strengths", type=_numbers, default=[-3.0, -1.5, 0.0, 1.5, 3.0], metavar="S,S,...",
+                   help="multiples of the direction to add (default -3,-1.5,0,1.5,3; write "
+                        "--strengths=-3,3 when the first is negative)")
+    p.add_argument("--sample", type=_whole_number(1), default=1000,
+                   help="training images encoded on each side, at most (default 1000; more are "
+                        "sampled at random)")
+    p.add_argument("--seed", type=_whole_number(0), default=0, help="for that sample")
+    p.add_argument("--out", help="picture file (default arithmetic_NAME.png)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.set_defaults(run=cmd_arithmetic)
 
     p = sub.add_parser("bench", help="time training steps; prints a JSON line last")
     p.add_argument("--model", default="foster", help=models)

@@ -17,11 +17,16 @@ from . import backend
 from .tensor import Tensor
 from .workspace import workspace
 
-IMAGE_BYTES = 28 * 28 * 4   # one float32 image as the training loop holds it
+def image_bytes(input_shape):
+    """One float32 image of shape (C, H, W) as the training loop holds it."""
+    return 4 * int(np.prod(input_shape))
 
 
-def step_bytes(model, loss_fn, batch_size, input_shape=(1, 28, 28)):
-    """About how many bytes one training step (forward + backward) allocates at `batch_size`."""
+def step_bytes(model, loss_fn, batch_size, input_shape=None):
+    """About how many bytes one training step (forward + backward) allocates at `batch_size`, for
+    images of `input_shape` (C, H, W), by default the model's."""
+    input_shape = model.input_shape if input_shape is None else input_shape
+
     def peak(n):
         x = Tensor(np.full((n,) + tuple(input_shape), 0.5, np.float32))
         was_tracing = tracemalloc.is_tracing()   # someone else's tracing is left running

@@ -2,6 +2,7 @@
 
 A VAE here is: encoder body → two Dense heads (mu, log_var) → Sampling → decoder.
 - `VariationalAutoencoder` is the configurable class of Foster, *Generative Deep Learning*, ch. 3.
+  `foster_vae` is its MNIST model, `foster_faces_vae` the CelebA faces model of the same chapter.
 - `chollet_vae` builds the model of Chollet, *Deep Learning with Python*, §8.4.
 `PRESETS` names each with its loss, optimizer and batch size, as the books trained them.
 """
@@ -102,6 +103,18 @@ def foster_vae(**overrides):
     return VariationalAutoencoder(**config)
 
 
+def foster_faces_vae(**overrides):
+    """The CelebA faces VAE of Generative Deep Learning ch. 3: 128×128 RGB, four stride-2 convs
+    each way, batch norm and dropout 0.25 after every conv but the last, z_dim 200."""
+    config = dict(input_shape=(3, 128, 128), encoder_conv_filters=(32, 64, 64, 64),
+                  encoder_conv_kernel_size=(3, 3, 3, 3), encoder_conv_strides=(2, 2, 2, 2),
+                  decoder_conv_filters=(64, 64, 32, 3), decoder_conv_kernel_size=(3, 3, 3, 3),
+                  decoder_conv_strides=(2, 2, 2, 2), z_dim=200, use_batch_normalization=True,
+                  use_dropout=True, dropout_rate=0.25)
+    config.update(overrides)
+    return VariationalAutoencoder(**config)
+
+
 def chollet_vae(z_dim=2, book_exp_log_var=False):
     """The MNIST VAE of Deep Learning with Python §8.4: ReLU convs, Dense 32, 2-D latent."""
     encoder = nn.Sequential(
@@ -130,6 +143,11 @@ def foster_loss(x, reconstruction, mu, log_var, r_loss_factor=1000.0):
     return (recon + kl).mean(), recon.mean(), kl.mean()
 
 
+def foster_faces_loss(x, reconstruction, mu, log_var):
+    """Foster's faces: 10,000 · per-pixel MSE + KL (the faces notebook's r_loss_factor)."""
+    return foster_loss(x, reconstruction, mu, log_var, r_loss_factor=10_000.0)
+
+
 def chollet_loss(x, reconstruction, mu, log_var, kl_weight=5e-4):
     """Chollet: per-pixel binary cross-entropy (mean) + 5e-4 · (−mean over latent dims of
     (1 + log_var − mu² − exp(log_var))), averaged over the batch. The KL term here is
@@ -154,6 +172,9 @@ class Preset:
 PRESETS = {
     "foster": Preset(foster_vae, foster_loss, "adam", 5e-4, 32,
                      "Generative Deep Learning ch. 3: LeakyReLU convs, 1000·MSE + KL, Adam 5e-4"),
+    "foster-faces": Preset(foster_faces_vae, foster_faces_loss, "adam", 5e-4, 32,
+                           "Generative Deep Learning ch. 3, CelebA faces: 128×128×3, batch norm, "
+                           "dropout 0.25, z_dim 200, 10000·MSE + KL, Adam 5e-4"),
     "chollet": Preset(chollet_vae, chollet_loss, "rmsprop", 1e-3, 16,
                       "Deep Learning with Python §8.4: ReLU convs, BCE + 5e-4·KL, RMSprop 1e-3"),
 }

@@ -142,7 +142,9 @@ class Module:
 
     def summary(self, input_shape, print_fn=print):
         """Print a Keras-like table (layer, output shape, parameters) by running one sample
-        through the model; returns the total parameter count."""
+        through the model; returns the total parameter count. As in Keras, a layer's count
+        includes its buffers (batch norm's running mean and variance), which are the
+        non-trainable parameters; the table ends with the trainable, non-trainable and total counts."""
         global _summary_rows
         _summary_rows = []
         try:
@@ -159,15 +161,20 @@ class Module:
         paths = {id(m): path for path, m in self.named_modules()}
         print_fn(f"Model: {type(self).__name__}\n{'-' * 80}")
         print_fn(f"{'Layer (type)':<46}{'Output shape':<22}{'Param #':>12}\n{'=' * 80}")
-        counted, total = set(), 0
+        counted, trainable, frozen = set(), 0, 0
         for module, shape in rows:
-            n = 0 if id(module) in counted else sum(
-                v.size for v in vars(module).values() if isinstance(v, Parameter))
+            n_trainable = n_frozen = 0
+            if id(module) not in counted:   # a layer called twice is counted once
+                n_trainable = sum(v.size for v in vars(module).values() if isinstance(v, Parameter))
+                n_frozen = sum(getattr(module, key).size for key in module._buffers)
             counted.add(id(module))
-            total += n
+            trainable, frozen = trainable + n_trainable, frozen + n_frozen
             label = f"{paths.get(id(module)) or module.name} ({type(module).__name__})"
-            print_fn(f"{label:<46}{str((None,) + shape[1:]):<22}{n:>12,}")
-        print_fn(f"{'=' * 80}\nTotal params: {total:,}")
+            print_fn(f"{label:<46}{str((None,) + shape[1:]):<22}{n_trainable + n_frozen:>12,}")
+        total = trainable + frozen
+        # Keras's three counts; the total last, so that the table ends with it
+        print_fn(f"{'=' * 80}\nTrainable params: {trainable:,}\nNon-trainable params: {frozen:,}\n"
+                 f"Total params: {total:,}")
         return total
 
 

@@ -3,39 +3,32 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, data, plots
-from .tensor import Tensor, no_grad
-
-
-def _in_batches(fn, x, device, batch_size=500):
-    """fn applied to x in batches; the results (NumPy) concatenated."""
-    outs = []
-    for start in range(0, len(x), batch_size):
-        batch = Tensor(x[start:start + batch_size], device=None if device == "cpu" else device)
-        outs.append(backend.to_numpy(fn(batch).data))
-    return np.concatenate(outs)
+from . import data, plots
+from .latent import in_batches
 
 
 def write_pictures(model, test_images, test_labels, metrics, out_dir, device="cpu", seed=0, dataset="mnist"):
-    """reconstructions.png, samples.png, latent_scatter.png, manifold.png (2-D latents), losses.png;
-    the legends name the `dataset`'s classes (digits, or Fashion-MNIST's items)."""
-    what = data.WHAT[dataset]
+    """reconstructions.png, samples.png, latent_scatter.png, latent_histograms.png (the first 50
+    latent dimensions against N(0, 1)), manifold.png (2-D latents), losses.png; the legends name
+    the `dataset`'s classes (digits, or Fashion-MNIST's items). A folder of images (dataset None)
+    has no labels (test_labels None): its scatter has one colour."""
+    what = data.WHAT.get(dataset, "image")
     out = Path(out_dir)
     model.eval()
     paths = []
-    with no_grad():
-        originals = test_images[:10]
-        recons = _in_batches(lambda x: model.decode(model.encode(x)[0]), originals, device)  # z = mu
-        paths.append(plots.save_reconstructions(originals, recons, out / "reconstructions.png"))
-        z = np.random.default_rng(seed).standard_normal((100, model.z_dim)).astype(np.float32)
-        paths.append(plots.save_samples(_in_batches(model.decode, z, device), out / "samples.png"))
-        mu = _in_batches(lambda x: model.encode(x)[0], test_images, device)
-        paths.append(plots.save_latent_scatter(mu, test_labels, out / "latent_scatter.png", what,
-                                               data.CLASS_NAMES[dataset]))
-        if model.z_dim == 2:
-            def decode(z_grid):
-                return _in_batches(model.decode, np.asarray(z_grid, np.float32), device)
-            paths.append(plots.save_manifold(decode, out / "manifold.png", what=what))
+    originals = test_images[:10]
+    recons = in_batches(lambda x: model.decode(model.encode(x)[0]), originals, device)  # z = mu
+    paths.append(plots.save_reconstructions(originals, recons, out / "reconstructions.png"))
+    z = np.random.default_rng(seed).standard_normal((100, model.z_dim)).astype(np.float32)
+    paths.append(plots.save_samples(in_batches(model.decode, z, device), out / "samples.png"))
+    mu = in_batches(lambda x: model.encode(x)[0], test_images, device)
+    paths.append(plots.save_latent_scatter(mu, test_labels, out / "latent_scatter.png", what,
+                                           data.CLASS_NAMES.get(dataset)))
+    paths.append(plots.save_latent_histograms(mu, out / "latent_histograms.png"))
+    if model.z_dim == 2:
+        def decode(z_grid):
+            return in_batches(model.decode, np.asarray(z_grid, np.float32), device)
+        paths.append(plots.save_manifold(decode, out / "manifold.png", what=what))
     model.train()
     if metrics:
         paths.append(plots.save_loss_curves(metrics, out / "losses.png"))

@@ -1,9 +1,11 @@
 """Pictures of a trained VAE, drawn from NumPy arrays: reconstructions, prior samples, the latent
-space of the test set, Chollet's latent manifold, and the loss curves.
+space of the test set, Chollet's latent manifold, the latent histograms, the loss curves, and the
+latent-space strips of `minivae.latent` (a morph from one image to another, attribute arithmetic).
 
 Each function takes arrays (no model), writes one PNG and returns its path. Figures are
 `matplotlib.figure.Figure` objects rendered by Agg, so nothing here touches pyplot's global state
-or needs a display. Images are (N, 1, H, W) or (N, H, W) with values in [0, 1].
+or needs a display. Images are grey, (N, 1, H, W) or (N, H, W), or colour, (N, 3, H, W), with
+values in [0, 1].
 """
 import math
 from pathlib import Path
@@ -20,29 +22,46 @@ except ImportError as exc:  # matplotlib is the optional "plot" extra
     raise ImportError("minivae.plots needs matplotlib: pip install 'minivae[plot]'") from exc
 
 __all__ = ["save_reconstructions", "save_samples", "save_latent_scatter", "save_manifold",
-           "manifold_image", "save_loss_curves", "tile_images"]
+           "manifold_image", "save_latent_histograms", "save_morph", "save_arithmetic",
+           "save_loss_curves", "tile_images"]
 
 
 def _as_images(images, what="images"):
-    """(N, 1, H, W) or (N, H, W), NumPy or CuPy -> (N, H, W) NumPy."""
+    """(N, 1, H, W) or (N, H, W), NumPy or CuPy -> (N, H, W) NumPy; (N, 3, H, W) -> (N, H, W, 3),
+    the layout matplotlib shows as colour."""
     images = backend.to_numpy(images)
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]
-    if images.ndim != 3:
-        raise ValueError(f"{what}: expected shape (N, 1, H, W) or (N, H, W), got {images.shape}")
+    elif images.ndim == 4 and images.shape[1] == 3:
+        images = images.transpose(0, 2, 3, 1)
+    if images.ndim != 3 and not (images.ndim == 4 and images.shape[3] == 3):
+        raise ValueError(f"{what}: expected shape (N, 1, H, W), (N, H, W) or (N, 3, H, W), "
+                         f"got {images.shape}")
     return images
 
 
 def tile_images(images, ncols, gap=0):
-    """(N, H, W) -> one (rows·(H + gap) − gap, ncols·(W + gap) − gap) picture, row by row; the
-    gaps and any empty cells in the last row are left at 0.5 (grey) so that digits stand apart."""
-    n, h, w = images.shape
+    """(N, H, W) -> one (rows·(H + gap) − gap, ncols·(W + gap) − gap) picture, row by row ((N, H,
+    W, 3) -> the same with 3 colours); the gaps and any empty cells in the last row are left at
+    0.5 (grey) so that the images stand apart."""
+    n, h, w = images.shape[:3]
     rows = math.ceil(n / ncols)
-    picture = np.full((rows * (h + gap) - gap, ncols * (w + gap) - gap), 0.5, dtype=np.float32)
+    picture = np.full((rows * (h + gap) - gap, ncols * (w + gap) - gap) + images.shape[3:], 0.5,
+                      dtype=np.float32)
     for k, image in enumerate(images):
         top, left = (k // ncols) * (h + gap), (k % ncols) * (w + gap)
         picture[top:top + h, left:left + w] = image
     return picture
+
+
+def _show(ax, picture):
+    """A tiled picture on `ax`, grey or in colour, values 0 to 1, one screen pixel per pixel."""
+    if picture.ndim == 2:
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(picture, 0, 1), interpolation="nearest")   # colour: no colour map
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _save(figure, path):
@@ -65,13 +84,10 @@ def save_reconstructions(originals, reconstructions, path, n=10):
                          f"{originals.shape[1:]} but {len(reconstructions)} reconstructions "
                          f"of shape {reconstructions.shape[1:]}")
     count = len(originals)
-    figure = Figure(figsize=(max(count, 4), 2.4), layout="constrained")
+    figure = Figure(figsize=(max(count, 6), 2.4), layout="constrained")
     axes = figure.subplots(2, 1)
     for ax, images, label in zip(axes, (originals, reconstructions), ("original", "reconstruction")):
-        ax.imshow(tile_images(images, count, gap=2), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _show(ax, tile_images(images, count, gap=2))
         ax.set_ylabel(label)
     figure.suptitle("test images (top) and their reconstructions (bottom)")
     return _save(figure, path)
@@ -84,7 +100,7 @@ def save_samples(images, path, ncols=10):
     rows = math.ceil(len(images) / ncols)
     figure = Figure(figsize=(ncols, rows + 0.4), layout="constrained")
     ax = figure.add_subplot()
-    ax.imshow(tile_images(images, ncols, gap=2), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    _show(ax, tile_images(images, ncols, gap=2))
     ax.set_axis_off()
     ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)")
     return _save(figure, path)
@@ -92,25 +108,30 @@ def save_samples(images, path, ncols=10):
 
 def save_latent_scatter(z, labels, path, what="digit", class_names=None):
     """The test set's latent codes, coloured by class (`what` each image shows: "digit", "item"),
-    the colour bar labelled with `class_names` when given; the first two dimensions if there are more."""
-    z, labels = backend.to_numpy(z), backend.to_numpy(labels).astype(int).ravel()
-    if z.ndim != 2 or len(z) != len(labels):
+    the colour bar labelled with `class_names` when given; the first two dimensions if there are
+    more. Without labels (None: a folder of images), one colour and no colour bar."""
+    z = backend.to_numpy(z)
+    labels = None if labels is None else backend.to_numpy(labels).astype(int).ravel()
+    if z.ndim != 2 or (labels is not None and len(z) != len(labels)):
         raise ValueError(f"save_latent_scatter: expected z (N, D) and N labels, got z {z.shape} "
                          f"and {len(labels)} labels")
     figure = Figure(figsize=(7, 6), layout="constrained")
     ax = figure.add_subplot()
-    # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
-    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
-                        alpha=0.7, linewidths=0)
-    colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
-    if class_names is not None:
-        colorbar.set_ticklabels(class_names)
-    colorbar.set_label(what)
-    colorbar.solids.set_alpha(1)
+    if labels is None:
+        ax.scatter(z[:, 0], z[:, 1], s=3, alpha=0.7, linewidths=0)
+    else:
+        # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
+        points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
+                            alpha=0.7, linewidths=0)
+        colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
+        if class_names is not None:
+            colorbar.set_ticklabels(class_names)
+        colorbar.set_label(what)
+        colorbar.solids.set_alpha(1)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     which = f"first 2 of {z.shape[1]} latent dimensions" if z.shape[1] > 2 else "2-D latent space"
-    ax.set_title(f"{len(z)} test images in the {which}, by {what}")
+    ax.set_title(f"{len(z)} test images in the {which}" + (f", by {what}" if labels is not None else ""))
     return _save(figure, path)
 
 
@@ -187,4 +208,62 @@ def save_loss_curves(metrics, path):
         ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)   # one epoch: a point in the middle
         ax.grid(alpha=0.3)
     axes[0].legend()
+    return _save(figure, path)
+
+
+def save_latent_histograms(z, path, dims=50, ncols=10):
+    """Histograms of the first `dims` latent dimensions of the test set's codes z (N, D), each
+    against the density of the standard normal, the prior the KL term pulls them towards (as
+    Foster's faces notebook shows them)."""
+    z = backend.to_numpy(z)
+    if z.ndim != 2 or len(z) == 0:
+        raise ValueError(f"save_latent_histograms: expected z of shape (N, D), got {z.shape}")
+    dims = min(dims, z.shape[1])
+    ncols = min(ncols, dims)
+    rows = math.ceil(dims / ncols)
+    figure = Figure(figsize=(max(1.6 * ncols, 6), 1.3 * rows + 0.8), layout="constrained")
+    axes = figure.subplots(rows, ncols, squeeze=False).ravel()
+    grid = np.linspace(-3, 3, 121)
+    density = np.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi)
+    for d, ax in enumerate(axes):
+        if d >= dims:
+            ax.set_axis_off()
+            continue
+        ax.hist(z[:, d], bins=30, range=(-3, 3), density=True, color="tab:blue", alpha=0.7)
+        ax.plot(grid, density, color="tab:red", linewidth=1)
+        ax.set_xlim(-3, 3)
+        ax.set_yticks([])
+        ax.set_title(f"z[{d}]", fontsize=8)
+        ax.tick_params(labelsize=6)
+    which = f"the first {dims} of {z.shape[1]} latent dimensions" if dims < z.shape[1] else "each latent dimension"
+    figure.suptitle(f"{which}: {len(z):,} test images' codes (blue)\nagainst N(0, 1) (red)")
+    return _save(figure, path)
+
+
+def save_morph(images, path, ends=("from", "to")):
+    """A strip of images decoded along a line in latent space: the first is `ends[0]`, the last `ends[1]`."""
+    images = _as_images(images)
+    count = len(images)
+    figure = Figure(figsize=(max(count * 1.1, 4), 1.9), layout="constrained")
+    ax = figure.add_subplot()
+    _show(ax, tile_images(images, count, gap=2))
+    ax.set_title(f"{ends[0]} → {ends[1]}: {count} images decoded along the line between their codes")
+    return _save(figure, path)
+
+
+def save_arithmetic(grid, strengths, attribute, path):
+    """Attribute arithmetic: grid (n, S, C, H, W) holds, for each of n images (rows), the image
+    decoded from z + s·v for each strength s (columns), v the attribute's direction."""
+    grid = backend.to_numpy(grid)
+    n, columns = grid.shape[:2]
+    if columns != len(strengths):
+        raise ValueError(f"save_arithmetic: {columns} columns but {len(strengths)} strengths")
+    images = _as_images(grid.reshape((n * columns,) + grid.shape[2:]))
+    w = images.shape[2]
+    figure = Figure(figsize=(1.2 * columns + 0.6, 1.2 * n + 1.2), layout="constrained")
+    ax = figure.add_subplot()
+    _show(ax, tile_images(images, columns, gap=2))
+    ax.set_xticks((w + 2) * np.arange(columns) + (w - 1) / 2, [f"{s:+g}" for s in strengths])
+    ax.set_xlabel(f"z + s · ({attribute} direction), s =")
+    ax.set_title(f"{attribute}: mean z with it − mean z without, added to {n} images")
     return _save(figure, path)

@@ -312,8 +312,8 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
     config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
     net, optimizer, loss_fn = build(config)
     xp = np if device == "cpu" else backend.require_cuda()
-    batches = bench.endless_batches(bench.training_images(config.batch_size, data_dir, synthetic),
-                                    config.batch_size)
+    images = bench.training_images(config.batch_size, data_dir, synthetic, net.input_shape)
+    batches = bench.endless_batches(images, config.batch_size)
     profiler = Profiler(xp)
     step_name = f"{type(optimizer).__name__}.step"
     arrays_moved = OPTIMIZER_ARRAYS_MOVED.get(type(optimizer).__name__, 0)

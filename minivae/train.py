@@ -40,8 +40,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/foster"
-    dataset: str = "mnist"
+    dataset: str = "mnist"      # None when training on a folder of images
     data_dir: str = None
+    images: str = None          # a folder of images (--images), as an absolute path
+    images_fingerprint: str = None   # its listing's when the run began: resume refuses a changed folder
     limit_steps: int = 0        # 0: whole epochs
     book_exp_log_var: bool = False
     progress: bool = True
@@ -70,16 +72,16 @@ def to_tensor(images, device):
     return Tensor(images, device=None if device == "cpu" else device)
 
 
-def evaluate(model, loss_fn, images, batch_size, seed, device):
+def evaluate(model, loss_fn, dataset, batch_size, seed, device):
     """Test-set loss with sampled z (as Keras reports it), its two terms, and the ELBO in nats
-    per image: Σ_pixels log Bernoulli(x | x̂) − KL(q(z|x) ‖ p(z))."""
+    per image: Σ_pixels log Bernoulli(x | x̂) − KL(q(z|x) ‖ p(z)). `dataset`: a data.Dataset."""
     from . import functional as F
     model.eval()
     eps_rng = np.random.default_rng([seed, 1_000_003])  # a stream of its own: training is untouched
     totals = np.zeros(4)
     with no_grad():
-        for start in range(0, len(images), batch_size):
-            x = to_tensor(images[start:start + batch_size], device)
+        for batch in dataset.batches(batch_size, shuffle=False):
+            x = to_tensor(batch, device)
             n = x.shape[0]
             mu, log_var = model.encode(x)
             eps = eps_rng.standard_normal(mu.shape).astype(mu.dtype)
@@ -89,7 +91,7 @@ def evaluate(model, loss_fn, images, batch_size, seed, device):
             elbo = -(bce.item() + F.gaussian_kl(mu, log_var).sum().item())
             totals += np.array([loss.item(), rec.item(), kl.item(), elbo / n]) * n
     model.train()
-    loss, rec, kl, elbo = totals / len(images)
+    loss, rec, kl, elbo = totals / len(dataset)
     return {"test_loss": loss, "test_recon": rec, "test_kl": kl, "test_elbo_nats": elbo}
 
 
@@ -150,7 +152,7 @@ def train(config, log=print):
     run = Run(config.out)
     resuming = bool(config.extra.get("resume"))
     if resuming:
-        check_resume_settings(run, config)
+        config.images_fingerprint = check_resume_settings(run, config).images_fingerprint
     elif run.checkpoint.exists():
         raise TrainingError(f"{run.checkpoint} exists: pass --resume to continue that run, "
                             "or choose another --out")
@@ -158,14 +160,13 @@ def train(config, log=print):
     start_epoch, start_step, epoch_state = 0, 0, None
     if resuming:
         start_epoch, start_step, epoch_state = resume(run, config, model, optimizer)
-    train_x, _ = data.load_mnist("train", config.dataset, config.data_dir)
-    test_x, _ = data.load_mnist("test", config.dataset, config.data_dir)
+    train_set, test_set = open_datasets(config, model.input_shape, log)
     metrics = [m for m in run.read_metrics() if m["epoch"] <= start_epoch]
     if not resuming:  # a new run folder; a resumed one is rewritten only by its next save
         run.dir.mkdir(parents=True, exist_ok=True)
         run.write_config(config)
         run.write_metrics(metrics)
-    steps_per_epoch = len(train_x) // config.batch_size + (len(train_x) % config.batch_size > 0)
+    steps_per_epoch = len(train_set) // config.batch_size + (len(train_set) % config.batch_size > 0)
     if config.limit_steps:
         steps_per_epoch = min(steps_per_epoch, config.limit_steps)
     decay = f", ×{config.lr_decay:g} every {config.lr_step} epoch(s)" if config.lr_decay != 1 else ""
@@ -174,11 +175,11 @@ def train(config, log=print):
         f"run folder {run.dir}")
 
     with CtrlC() as ctrl_c:
-        return _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, start_epoch,
+        return _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics, start_epoch,
                        start_step, epoch_state, steps_per_epoch, ctrl_c, log)
 
 
-def _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, start_epoch,
+def _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics, start_epoch,
             start_step, epoch_state, steps_per_epoch, ctrl_c, log):
     """The epochs' loop. Each epoch: its steps, a checkpoint of the trained state, the test-set
     evaluation, the metrics record, the end-of-epoch checkpoint. Ctrl-C saves the state at the
@@ -201,18 +202,16 @@ def _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, st
                 epoch_state = {"shuffle": rng.generator("shuffle").bit_generator.state,
                                "sums": [0.0, 0.0, 0.0], "images": 0, "seconds": 0.0}
             rng.generator("shuffle").bit_generator.state = epoch_state["shuffle"]
-            order = data.batches(np.arange(len(train_x)), config.batch_size, shuffle=True,
-                                 generator=rng.generator("shuffle"))
+            batches = train_set.batches(config.batch_size, shuffle=True,
+                                        generator=rng.generator("shuffle"), skip=start_step)
             bar = _progress(config, epoch, steps_per_epoch, start_step)
             t0 = time.perf_counter() - epoch_state["seconds"]
-            for step, index in enumerate(order):
+            for step, batch in enumerate(batches, start=start_step):
                 if step >= steps_per_epoch:
                     break
-                if step < start_step:
-                    continue
                 if ctrl_c.pressed:
                     ctrl_c.stop()
-                x = to_tensor(train_x[index], config.device)
+                x = to_tensor(batch, config.device)
                 with ctrl_c.deferring():  # a step happens whole or not at all
                     value, rec, kl = _step(model, optimizer, loss_fn, x, run, epoch, step)
                     n = x.shape[0]
@@ -232,7 +231,7 @@ def _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, st
                 ctrl_c.stop()
             evaluating = True
             with ctrl_c.at_once(), np.errstate(all="ignore"):
-                test = evaluate(model, loss_fn, test_x, 500, config.seed + epoch, config.device)
+                test = evaluate(model, loss_fn, test_set, 500, config.seed + epoch, config.device)
             evaluating = False
             seconds = epoch_state["seconds"]   # the training steps' time, evaluation not counted
             images = max(epoch_state["images"], 1)
@@ -257,6 +256,26 @@ def _epochs(config, run, model, optimizer, loss_fn, train_x, test_x, metrics, st
         if bar is not None:
             bar.close()  # a second close does nothing
     return metrics
+
+
+def open_datasets(config, image_shape, log=print):
+    """The run's (train, test) data sets at the model's `image_shape`. For a folder of images: the
+    folder must be the one the run began with (its listing's fingerprint, recorded in the config
+    of a new run), and its cache is built here, before the first step, if need be."""
+    train_set = data.open_dataset(config, "train", image_shape)
+    test_set = data.open_dataset(config, "test", image_shape, quiet=True)
+    if config.images:
+        fingerprint = train_set.listing.fingerprint
+        if config.images_fingerprint not in (None, fingerprint):
+            raise TrainingError(f"--resume continues a run exactly, but the folder --images "
+                                f"{config.images} has changed since the run began (then: "
+                                f"{config.images_fingerprint[:40]}..., now: {fingerprint[:40]}...): "
+                                "give another --out to start a new run on it")
+        config.images_fingerprint = fingerprint
+        built = train_set.prepare(config.progress)
+        if built:
+            log(built)
+    return train_set, test_set
 
 
 def _step(model, optimizer, loss_fn, x, run, epoch, step):
@@ -352,24 +371,31 @@ class CtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
-# What --resume may change: none of these alters what the next step computes.
-RESUME_MAY_CHANGE = {"epochs", "progress", "data_dir", "device", "out", "extra"}
+# What --resume may change: none of these alters what the next step computes. (The images folder
+# may move: its listing's fingerprint, which open_datasets checks, may not change.)
+RESUME_MAY_CHANGE = {"epochs", "progress", "data_dir", "images", "device", "out", "extra"}
+RECORDED = {"images_fingerprint"}   # not options: what the run found, taken from its checkpoint
 
 
 def check_resume_settings(run, config):
     """Refuse, in one line naming the options, settings that would not continue the saved run
-    exactly (another batch size skips images, another data set switches mid-epoch, ...)."""
+    exactly (another batch size skips images, another data set switches mid-epoch, ...).
+    Returns the saved run's config."""
     _, _, meta, saved = load_checkpoint(run.checkpoint)
     path, epochs_done = run.checkpoint, meta["epoch"]
     changed = [f"--{f.name.replace('_', '-')} is {_shown(getattr(config, f.name))} here but "
                f"{_shown(getattr(saved, f.name))} in {path}"
                for f in fields(TrainConfig)
-               if f.name not in RESUME_MAY_CHANGE and getattr(config, f.name) != getattr(saved, f.name)]
+               if f.name not in RESUME_MAY_CHANGE | RECORDED
+               and getattr(config, f.name) != getattr(saved, f.name)]
+    if bool(config.images) != bool(saved.images):   # the folder may move, but not come or go
+        changed.append(f"--images is {_shown(config.images)} here but {_shown(saved.images)} in {path}")
     if config.epochs < epochs_done:
         changed.append(f"--epochs {config.epochs} is fewer than the {epochs_done} the run has done")
     if changed:
         raise TrainingError(f"--resume continues a run exactly, but {'; '.join(changed)}: drop "
                             "those options to resume, or give another --out to start a new run")
+    return saved
 
 
 def _shown(value):

@@ -81,3 +81,41 @@ def blocks(body):
     found = list(FENCE.finditer(body))
     return [(m.group(1), m.group(2), body[m.end():found[k + 1].start()] if k + 1 < len(found) else "")
             for k, m in enumerate(found)]
+
+
+ATTRIBUTE_NAMES = ["Smiling", "Eyeglasses", "Young"]
+
+
+def faces_folder(folder, n, channels=3, size=16, layout="csv", seed=0):
+    """A folder of n small PNG 'faces' (a disc on a random background, colour or grey) named
+    000001.png, ..., with CelebA's attribute file for them (list_attr_celeba.csv or .txt); the
+    first attribute, Smiling, is the brightness of the disc, so it has a direction in latent space.
+    Returns the attribute values (n, 3), 1 or -1."""
+    from PIL import Image
+    g = np.random.default_rng(seed)
+    values = np.where(g.random((n, len(ATTRIBUTE_NAMES))) < 0.5, 1, -1)
+    values[:2, 0] = (1, -1)   # both sides present, whatever the draw
+    rows, cols = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    disc = np.hypot(rows, cols) < size / 3
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k, smiling in enumerate(values[:, 0]):
+        pixels = np.broadcast_to(g.integers(0, 256, (1, 1, channels)), (size, size, channels)).copy()
+        pixels[disc] = 230 if smiling > 0 else 90
+        names.append(f"{k + 1:06d}.png")
+        pixels = pixels.astype(np.uint8)
+        Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(folder / names[-1])
+    write_attributes(folder / f"list_attr_celeba.{layout}", names, values)
+    return values
+
+
+def write_attributes(path, names, values, attributes=ATTRIBUTE_NAMES):
+    """CelebA's attribute file for `names`: .csv (image_id,A,B,...) or .txt (count, names, rows)."""
+    if path.suffix == ".csv":
+        lines = [",".join(["image_id"] + list(attributes))]
+        lines += [",".join([name] + [str(v) for v in row]) for name, row in zip(names, values)]
+    else:
+        lines = [str(len(names)), " ".join(attributes)]
+        lines += [f"{name} " + "  ".join(f"{v:2d}" for v in row) for name, row in zip(names, values)]
+    path.write_text("\n".join(lines) + "\n")
+    return path

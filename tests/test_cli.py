@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import minivae
-from helpers import fill, make_files
+from helpers import faces_folder, fill, make_files
 from minivae import cli, data, memory, train
 
 README = Path(__file__).parent.parent / "README.md"
@@ -82,13 +82,18 @@ HAPPY = {   # command: (argv, what must then exist, what stdout must say)
     "train": (["train", "--data-dir", "data", "--out", "new", "--limit-steps", "2", "--batch-size", "8",
                "--no-progress"],
               ["new/metrics.jsonl", "new/checkpoint.npz", "new/config.json", "new/losses.png",
-               "new/samples.png", "new/latent_scatter.png", "new/manifold.png", "new/reconstructions.png"],
+               "new/samples.png", "new/latent_scatter.png", "new/latent_histograms.png", "new/manifold.png",
+               "new/reconstructions.png"],
               "data: MNIST from data/mnist"),
     "summary": (["summary", "--model", "chollet"], [], "Total params: 550,629"),
     "data": (["data", "--data-dir", "data"], [], "MNIST in data/mnist"),
     "plot": (["plot", "run"], ["run/losses.png", "run/manifold.png"], "run/losses.png"),
     "sample": (["sample", "run", "--out", "new_digits", "--n", "7", "--seed", "3"], ["new_digits.png"],
                "new_digits.png"),
+    "morph": (["morph", "run", "--from", "3", "--to", "7", "--steps", "5", "--out", "digits.png"],
+              ["digits.png"], "digits.png"),
+    "arithmetic": (["arithmetic", "faces_run", "--attribute", "Smiling", "--n", "2", "--sample", "4"],
+                   ["arithmetic_Smiling.png"], "arithmetic_Smiling.png"),
     "bench": (["bench", "--synthetic", "--steps", "1", "--batch-size", "4"], [], '"images_per_s"'),
     "profile": (["profile", "--synthetic", "--steps", "1", "--warmup", "0", "--batch-size", "4",
                  "--peak-size", "64"], [], "optimizer"),
@@ -99,9 +104,25 @@ def test_the_happy_paths_cover_every_command_of_the_readme():
     assert readme_commands() == set(HAPPY)
 
 
+@pytest.fixture(scope="module")
+def faces_run(tmp_path_factory, module_patch):
+    """A run trained on a folder of 24 small grey 'faces' with CelebA's attribute file (foster,
+    1 step of 8), for arithmetic."""
+    pytest.importorskip("PIL")
+    root = tmp_path_factory.mktemp("faces")
+    module_patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    faces_folder(root / "faces", 24, channels=1, size=28)
+    config = train.TrainConfig(epochs=1, batch_size=8, limit_steps=1, out=str(root / "run"), dataset=None,
+                               images=str(root / "faces"), progress=False)
+    train.train(config, log=lambda line: None)
+    return root / "run"
+
+
 @pytest.mark.parametrize("command", HAPPY)
-def test_readme_command_runs(here, capsys, command):
+def test_readme_command_runs(here, capsys, request, command):
     argv, made, said = HAPPY[command]
+    if "faces_run" in argv:
+        shutil.copytree(request.getfixturevalue("faces_run"), here / "faces_run")
     for name in made:
         (here / name).unlink(missing_ok=True)
     code, out, err = run_cli(capsys, *argv)
@@ -190,6 +211,21 @@ BAD = [   # (argv, what the one line must say, set-up of the working folder or N
     (["sample", "run", "--out", "run"], "--out run is a folder: give a file name", None),
     (["sample", "run", "--out", "x.xyz"], "--out x.xyz: matplotlib cannot write .xyz files", None),
     (["sample", "nowhere"], "no checkpoint at nowhere", None),
+    (["morph", "run", "--from", "3"], "the following arguments are required: --to", None),
+    (["morph", "run", "--from", "3", "--to", "40"], "--to 40: the test set's images are 0 to 39", None),
+    (["morph", "run", "--from", "x.png", "--to", "4"], "--from x.png: give a test-set index (0 to 39); "
+                                                       "image files are for runs trained on a folder", None),
+    (["morph", "run", "--from", "3", "--to", "4", "--steps", "1"], "--steps: must be from 2 to 100, not 1", None),
+    (["morph", "run", "--from", "3", "--to", "4", "--out", "run"], "--out run is a folder", None),
+    (["arithmetic", "run", "--attribute", "Smiling"], "arithmetic needs a run trained on a folder of images "
+                                                      "with attributes (train --images DIR); run was trained on MNIST", None),
+    (["arithmetic", "run"], "the following arguments are required: --attribute", None),
+    (["arithmetic", "run", "--attribute", "Smiling", "--strengths", ""], "--strengths: expected numbers", None),
+    (["arithmetic", "run", "--attribute", "Smiling", "--sample", "0"], "--sample: must be at least 1", None),
+    (["bench", "--model", "foster-faces"], "--model foster-faces takes 3×128×128 images, but MNIST's are "
+                                           "1×28×28: time it on random images with --synthetic", None),
+    (TRAIN + ["--model", "foster-faces", "--out", "new"], "--model foster-faces takes 3×128×128 images, but "
+     "MNIST's are 1×28×28: train it on a folder of images with --images DIR", None),
     (["bench", "--steps", "0"], "--steps: must be at least 1, not 0", None),
     (["bench", "--batch-size", "-1"], "--batch-size: must be at least 0", None),
     (["bench", "--data-dir", "data", "--batch-size", "97"], "--batch-size 97 is larger than the data set",

@@ -143,7 +143,8 @@ def test_the_other_datasets_file_is_named_as_such(tmp_path, monkeypatch, files):
                                            (["cache"], "cache")])
 def test_lookup_order_is_data_dir_then_env_then_cache(tmp_path, monkeypatch, files, present, used):
     roots = {"data_dir": tmp_path / "given", "env": tmp_path / "env", "cache": data.cache_dir()}
-    monkeypatch.setenv("MINIVAE_DATA", str(roots["env"]))
+    if "env" in present:
+        monkeypatch.setenv("MINIVAE_DATA", str(roots["env"]))
     for where in present:
         fill(roots[where] / "mnist", files)
     data_dir = roots["data_dir"] if "data_dir" in present else None
@@ -172,6 +173,37 @@ def test_a_named_data_dir_is_used_or_refused_never_passed_over(tmp_path, files, 
     with pytest.raises(data.DataError, match=complaint) as error:
         data.find_or_fetch(data_dir=given, quiet=True)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spoil, complaint", [
+    (lambda folder: folder.rename(folder.with_name("elsewhere")), r"\$MINIVAE_DATA .*env: no such folder"),
+    (without("t10k-labels-idx1-ubyte"), "env/t10k-labels-idx1-ubyte is missing .*MINIVAE_DATA"),
+    (corrupt("train-images-idx3-ubyte"), "env/train-images-idx3-ubyte is not the MNIST file"),
+], ids=["missing-folder", "missing-file", "corrupt-file"])
+def test_a_bad_minivae_data_is_refused_as_a_bad_data_dir_is(tmp_path, monkeypatch, files, spoil, complaint):
+    """$MINIVAE_DATA names a root as --data-dir does: a good copy in the cache does not stand in for it."""
+    fill(data.cache_dir() / "mnist", files)
+    given = fill(tmp_path / "env", files)
+    monkeypatch.setenv("MINIVAE_DATA", str(given))
+    spoil(given)
+    with pytest.raises(data.DataError, match=complaint) as error:
+        data.find_or_fetch(quiet=True)
+    assert "\n" not in str(error.value)
+
+
+def test_a_runs_mnist_as_a_dataset_is_the_arrays_and_their_batches(tmp_path, files):
+    """data.open_dataset: MNIST's arrays behind the interface a folder of images has too."""
+    from minivae.train import TrainConfig
+    config = TrainConfig(data_dir=str(fill(tmp_path / "given", files)))
+    images, labels = data.load_mnist("train", data_dir=config.data_dir, quiet=True)
+    ds = data.open_dataset(config, "train")
+    assert len(ds) == 6 and ds.image_shape == (1, 28, 28) and np.array_equal(ds.labels, labels)
+    np.testing.assert_array_equal(ds.images([4, 0, 2]), images[[4, 0, 2]])
+    expected = data.batches(images, 4, generator=np.random.default_rng(1))
+    for got, want in zip(ds.batches(4, generator=np.random.default_rng(1)), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(data.DataError, match="takes 128x128 RGB images, but MNIST's are 28x28 grayscale"):
+        data.open_dataset(config, "test", image_shape=(3, 128, 128))
 
 
 def test_files_may_sit_in_the_root_itself_but_the_subfolder_comes_first(tmp_path, files):

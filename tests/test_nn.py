@@ -8,12 +8,17 @@ from minivae import nn
 from minivae.models import PRESETS, VariationalAutoencoder, chollet_loss, foster_loss, foster_vae
 
 
-@pytest.mark.parametrize("name, total", [("foster", 207_237), ("chollet", 550_629)])
-def test_parameter_counts_equal_the_keras_models(name, total):
+@pytest.mark.parametrize("name, trainable, frozen", [
+    ("foster", 207_237, 0), ("chollet", 550_629, 0),
+    # batch norm's moving mean and variance: 2 · (32+64+64+64 + 64+64+32) = 768, as Keras counts them
+    ("foster-faces", 2_649_299, 768)])
+def test_parameter_counts_equal_the_keras_models(name, trainable, frozen):
     model = PRESETS[name].build()
     lines = []
+    total = trainable + frozen
     assert model.summary(model.input_shape, print_fn=lines.append) == total
-    assert lines[-1].splitlines()[-1] == f"Total params: {total:,}"
+    assert lines[-1].splitlines()[-3:] == [f"Trainable params: {trainable:,}",
+                                           f"Non-trainable params: {frozen:,}", f"Total params: {total:,}"]
 
 
 def test_foster_first_convs_have_the_books_parameter_counts():
@@ -42,9 +47,10 @@ def test_same_seed_same_weights():
 def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
     minivae.manual_seed(0)
     model, loss_fn = PRESETS[name].build(), PRESETS[name].loss
-    x = minivae.Tensor(np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32))
+    shape = (3,) + model.input_shape   # (3, 1, 28, 28) for MNIST, (3, 3, 128, 128) for the faces
+    x = minivae.Tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
     reconstruction, mu, log_var = model(x)
-    assert reconstruction.shape == (3, 1, 28, 28) and mu.shape == log_var.shape == (3, 2)
+    assert reconstruction.shape == shape and mu.shape == log_var.shape == (3, model.z_dim)
     loss, recon, kl = loss_fn(x, reconstruction, mu, log_var)
     loss.backward()
     for pname, p in model.named_parameters():
@@ -99,6 +105,8 @@ def test_losses_follow_the_books():
     total, _, _ = foster_loss(*map(minivae.Tensor, (x, recon, mu, log_var)))
     mse = ((x - recon) ** 2).reshape(4, -1).mean(axis=1)
     assert total.item() == pytest.approx(np.mean(1000 * mse + kl_sum))
+    total, _, _ = PRESETS["foster-faces"].loss(*map(minivae.Tensor, (x, recon, mu, log_var)))
+    assert total.item() == pytest.approx(np.mean(10_000 * mse + kl_sum))
     total, _, _ = chollet_loss(*map(minivae.Tensor, (x, recon, mu, log_var)))
     bce = -(x * np.log(recon) + (1 - x) * np.log(1 - recon)).reshape(4, -1).mean(axis=1)
     kl_book = -5e-4 * (1 + log_var - mu**2 - np.exp(log_var)).mean(axis=1)

@@ -25,6 +25,16 @@ def digit_like(count, seed=0, channel=True):
     return images[:, None] if channel else images
 
 
+def face_like(count, seed=0):
+    """(count, 3, 32, 32) colour images in [0, 1]: a skin-coloured disc on a random background."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:32, 0:32] - 15.5
+    disc = (np.hypot(rows, cols) < 11).astype(np.float32)
+    skin = np.array([0.9, 0.7, 0.6], np.float32)[:, None, None]
+    background = rng.random((count, 3, 1, 1), dtype=np.float32)
+    return disc * skin + (1 - disc) * background
+
+
 def read_png(path, min_size=(100, 100), max_size=(2000, 2000)):
     """Check the file is a non-empty PNG that matplotlib reads back; return its pixels."""
     data = open(path, "rb").read()
@@ -37,9 +47,9 @@ def read_png(path, min_size=(100, 100), max_size=(2000, 2000)):
     return pixels
 
 
-@pytest.mark.parametrize("channel", [True, False], ids=["NCHW", "NHW"])
-def test_save_reconstructions(tmp_path, channel):
-    originals = digit_like(12, channel=channel)
+@pytest.mark.parametrize("kind", ["NCHW", "NHW", "RGB"])
+def test_save_reconstructions(tmp_path, kind):
+    originals = face_like(12) if kind == "RGB" else digit_like(12, channel=kind == "NCHW")
     path = plots.save_reconstructions(originals, originals * 0.8, tmp_path / "sub" / "recon.png")
     assert path == tmp_path / "sub" / "recon.png"
     pixels = read_png(path)
@@ -52,8 +62,53 @@ def test_save_reconstructions_refuses_mismatched_arrays(tmp_path):
 
 
 @pytest.mark.parametrize("count", [100, 7])
-def test_save_samples(tmp_path, count):
-    read_png(plots.save_samples(digit_like(count), tmp_path / "samples.png"))
+@pytest.mark.parametrize("like", [digit_like, face_like], ids=["grey", "RGB"])
+def test_save_samples(tmp_path, count, like):
+    read_png(plots.save_samples(like(count), tmp_path / "samples.png"))
+
+
+def test_colour_images_keep_their_colours():
+    picture = plots.tile_images(plots._as_images(face_like(3)), ncols=2, gap=1)
+    assert picture.shape == (2 * 32 + 1, 2 * 32 + 1, 3)
+    np.testing.assert_allclose(picture[16, 16], [0.9, 0.7, 0.6])   # the first face's centre
+    np.testing.assert_allclose(picture[32, 0], [0.5, 0.5, 0.5])    # the gap row: grey
+
+
+def test_images_of_two_channels_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"expected shape .*\(N, 3, H, W\), got \(4, 2, 8, 8\)"):
+        plots.save_samples(np.zeros((4, 2, 8, 8)), tmp_path / "samples.png")
+
+
+@pytest.mark.parametrize("dims", [3, 64])
+def test_save_latent_histograms(drawn, dims):
+    z = np.random.default_rng(0).standard_normal((300, dims))
+    plots.save_latent_histograms(z, "hist.png")
+    (figure,) = drawn
+    shown = [ax for ax in figure.axes if ax.get_visible() and ax.axison]
+    assert len(shown) == min(dims, 50)
+    assert shown[0].get_title() == "z[0]" and len(shown[0].get_lines()) == 1   # N(0, 1)'s density
+
+
+def test_latent_histograms_are_written(tmp_path):
+    read_png(plots.save_latent_histograms(np.random.default_rng(0).standard_normal((300, 20)),
+                                          tmp_path / "hist.png"))
+
+
+@pytest.mark.parametrize("like", [digit_like, face_like], ids=["grey", "RGB"])
+def test_save_morph(tmp_path, like):
+    pixels = read_png(plots.save_morph(like(10), tmp_path / "morph.png", ends=("3", "7")), min_size=(100, 400))
+    assert pixels.shape[1] > 3 * pixels.shape[0]   # one row: a strip
+
+
+def test_save_arithmetic_labels_each_column_with_its_strength(drawn):
+    grid = face_like(12).reshape(3, 4, 3, 32, 32)
+    plots.save_arithmetic(grid, [-3, -1.5, 0, 1.5], "Smiling", "smiling.png")
+    (figure,) = drawn
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["-3", "-1.5", "+0", "+1.5"]
+    assert "Smiling" in ax.get_title()
+    with pytest.raises(ValueError, match="4 columns but 2 strengths"):
+        plots.save_arithmetic(grid, [1, 2], "Smiling", "smiling.png")
 
 
 def test_tile_images_places_row_by_row_and_fills_gaps_grey():

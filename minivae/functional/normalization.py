@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import backend, rng as _rng
 from ..tensor import Tensor
+from ..workspace import workspace
 from ._common import check_float, tensors, xp_of
 
 __all__ = ["batch_norm", "dropout"]
@@ -81,16 +82,23 @@ def dropout(x, rate, training=True, rng=None):
 
     Identity (x itself) when training is False or rate is 0. The mask is drawn with NumPy on
     the host from `rng` (default `minivae.rng.generator("dropout")`) and moved to x's device.
+    Its arrays come from the workspace, laid out as x is, and y and dL/dx too: a fresh array at
+    every step costs a page fault per page, and y in x's layout spares the next convolution a copy.
     """
     (x,) = tensors(x)
-    xp_of("dropout", x)
+    xp = xp_of("dropout", x)
     check_float("dropout", x=x)
     if not 0 <= rate < 1:
         raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
     if not training or rate == 0:
         return x
     rng = _rng.generator("dropout") if rng is None else rng
-    keep = rng.random(x.shape) >= rate  # True with probability 1 - rate
-    scale = np.asarray(keep, dtype=x.dtype) / (1 - rate)
+    uniform = rng.random(out=workspace.empty(x.shape, np.float64))  # the numbers rng.random(x.shape) gives
+    on_host = x.data if xp is np else uniform   # the host array whose layout the mask takes
+    keep = np.greater_equal(uniform, rate, out=workspace.like(on_host, bool))  # probability 1 - rate
+    # 1 / (1 - rate) rounded once in x's dtype, so the scale is exactly keep / (1 - rate)
+    scale = np.multiply(keep, x.dtype.type(1) / x.dtype.type(1 - rate), out=workspace.like(on_host, x.dtype))
     scale = backend.to_device(scale, x.device)
-    return Tensor.from_op(x.data * scale, (x,), lambda g: (g * scale,), "dropout")
+    y = xp.multiply(x.data, scale, out=workspace.like(x.data))
+    return Tensor.from_op(y, (x,), lambda g: (xp.multiply(g, scale, out=workspace.like(scale, g.dtype)),),
+                          "dropout")

