@@ -1,4 +1,4 @@
-"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, bench.
+"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, explore, bench.
 
 Errors a user can cause (bad data, a checkpoint that does not fit, an unknown preset, no GPU)
 print one line on stderr and exit non-zero, without a traceback (MINIVAE_DEBUG=1 shows it).
@@ -112,6 +112,35 @@ def cmd_sample(args):
     print(plots.save_samples(images, args.out))
 
 
+def cmd_explore(args):
+    from . import train
+    explore = _needs_matplotlib("explore")
+    if args.save is not None:
+        if args.at is None:
+            raise ValueError("--save writes the figure for one point: give it with --at Z0,Z1")
+        _check_picture_file(args.save, "--save")
+    run = train.Run(args.run_dir)
+    if run.config.is_file() and not run.checkpoint.exists():
+        raise ValueError(f"{run.checkpoint}: no checkpoint yet (a run writes its first at the end of its "
+                         "first epoch)")
+    model, config, meta = train.load_run_model(args.run_dir, args.device)
+    images, labels = _run_test_set(config)
+    if args.limit:
+        images, labels = images[:args.limit], None if labels is None else labels[:args.limit]
+    trained = f"epoch {meta['epoch'] + 1}, step {meta['step']}" if meta["step"] else f"{meta['epoch']} epoch(s)"
+    path = explore.run(model, images, labels, data.WHAT.get(config.dataset, "image"),
+                           data.CLASS_NAMES.get(config.dataset), f"{args.run_dir}: {config.model}, {trained}",
+                           args.at, args.save, args.axes, args.hold, args.neighbours, args.device, args.progress)
+    if path:
+        print(path)
+
+
+def _run_test_set(config):
+    """A run's test images (N, C, H, W) in [0, 1] and their labels (N,), or None for a data set
+    without classes."""
+    return data.load_mnist("test", config.dataset, config.data_dir, quiet=True)
+
+
 def cmd_bench(args):
     from . import bench
     batch_size = _timed_batch_size(args)
@@ -166,15 +195,15 @@ def _check_out_folder(out):
             return
 
 
-def _check_picture_file(out):
-    """--out names a picture: a file name whose suffix matplotlib can write (none: .png)."""
+def _check_picture_file(out, option="--out"):
+    """`option` names a picture: a file name whose suffix matplotlib can write (none: .png)."""
     from matplotlib.figure import Figure
     path = Path(out)
     if path.is_dir():
-        raise ValueError(f"--out {out} is a folder: give a file name such as samples.png")
+        raise ValueError(f"{option} {out} is a folder: give a file name such as samples.png")
     formats = Figure().canvas.get_supported_filetypes()
     if path.suffix and path.suffix[1:].lower() not in formats:
-        raise ValueError(f"--out {out}: matplotlib cannot write .{path.suffix[1:]} files; "
+        raise ValueError(f"{option} {out}: matplotlib cannot write .{path.suffix[1:]} files; "
                          f"use .png (or one of {', '.join(sorted(formats))})")
     _check_out_folder(path.parent)
 
@@ -268,6 +297,28 @@ def _number(minimum, maximum=math.inf, above_minimum=False, zero_means=None):
     return number
 
 
+def _finite_number(text):
+    """An argparse type: any finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text.strip()}")
+    return value
+
+
+def _pair(value, names):
+    """An argparse type: two values written 'A,B' (`names` says what they are), each read by the
+    argparse type `value`."""
+    def pair(text):
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected two values {names}, not {text!r}")
+        return tuple(value(part) for part in parts)
+    return pair
+
+
 def _check_model(name):
     """--model names a preset (checked in the command rather than by argparse, so that the
     error is one of the command's: status 1)."""
@@ -341,6 +392,26 @@ def _parser():
     p.add_argument("--out", default="samples.png", help="picture file (default samples.png)")
     p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("explore", help="move through a run's latent space: the decoder's image under the mouse")
+    p.add_argument("run_dir", metavar="RUN", help="run folder (or checkpoint file)")
+    p.add_argument("--at", type=_pair(_finite_number, "Z0,Z1"),
+                   help="pin this point (on the plane, for more than 2 latent dimensions); a negative "
+                        "Z0 is written --at=-1.5,0.3")
+    p.add_argument("--save", metavar="FILE", help="with --at: write the figure to FILE; open no window")
+    p.add_argument("--axes", type=_pair(_whole_number(1), "I,J"),
+                   help="more than 2 latent dimensions: the principal directions spanning the plane "
+                        "(default 1,2)")
+    p.add_argument("--hold", type=_whole_number(0),
+                   help="more than 2 latent dimensions: the test image whose z is kept off the plane "
+                        "(default 0)")
+    p.add_argument("--limit", type=_whole_number(0, zero_means="all"), default=0,
+                   help="encode only the first N test images (default 0: all)")
+    p.add_argument("--neighbours", type=_whole_number(1, 32), default=8,
+                   help="how many nearest test images a pinned point shows (default 8)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(run=cmd_explore)
 
     p = sub.add_parser("bench", help="time training steps; prints a JSON line last")
     p.add_argument("--model", default="foster", help=models)

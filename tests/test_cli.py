@@ -89,6 +89,8 @@ HAPPY = {   # command: (argv, what must then exist, what stdout must say)
     "plot": (["plot", "run"], ["run/losses.png", "run/manifold.png"], "run/losses.png"),
     "sample": (["sample", "run", "--out", "new_digits", "--n", "7", "--seed", "3"], ["new_digits.png"],
                "new_digits.png"),
+    "explore": (["explore", "run", "--at", "0.5,-1", "--save", "explored.png", "--no-progress"], ["explored.png"],
+                "explored.png"),
     "bench": (["bench", "--synthetic", "--steps", "1", "--batch-size", "4"], [], '"images_per_s"'),
     "profile": (["profile", "--synthetic", "--steps", "1", "--warmup", "0", "--batch-size", "4",
                  "--peak-size", "64"], [], "optimizer"),

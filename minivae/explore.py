@@ -1,0 +1,270 @@
+"""Move through a trained VAE's latent space with the mouse: `python -m minivae explore RUN`.
+
+On the left, the test set's codes μ, coloured by label (as in latent_scatter.png); on the right,
+the decoder's image for the point under the mouse, redrawn as it moves. A click pins a point:
+the test images whose codes lie nearest to it (in the whole latent space) appear under it.
+
+A 2-D latent space (both book VAEs) is the plot's plane itself: the point (u, v) is z = (u, v).
+A larger one is seen through a plane: through the test codes' mean, spanned by two of their
+principal directions (the first two unless others are chosen), with the rest of z, the part off
+the plane, held at one test image's code.
+
+Each part works without a window, so each is tested alone: `LatentPlane` (a plot point to z and
+back), `nearest` (the test codes closest to a z), `encode` (the test set's μ, in batches) and
+`Explorer` (the figure, and the mouse handlers that update it).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from matplotlib.figure import Figure
+
+from . import backend, plots
+from .pictures import in_batches
+from .tensor import Tensor, no_grad
+
+
+@dataclass(frozen=True)
+class LatentPlane:
+    """The plot's plane in z-space: the point (u, v) is z = origin + u·basis[0] + v·basis[1],
+    with basis's two rows orthonormal. `held` is the test image whose code gives z off the plane."""
+    origin: np.ndarray            # (D,)
+    basis: np.ndarray             # (2, D)
+    axis_names: tuple = ("z[0]", "z[1]")
+    held: int = None              # None for a 2-D latent space: there is nothing off the plane
+
+    @classmethod
+    def identity(cls):
+        """A 2-D latent space: (u, v) is z itself."""
+        return cls(np.zeros(2), np.eye(2))
+
+    @classmethod
+    def principal(cls, codes, axes=(1, 2), held=0):
+        """The plane through the mean of `codes` (N, D) spanned by their principal directions
+        `axes` (1 is the direction of largest variance), holding z off the plane at codes[held].
+
+        With the mean m and P the projection onto the plane, origin = m + (I − P)(codes[held] − m):
+        every z on the plane has codes[held]'s part off it, and a code's plot point is its pair of
+        principal components, (z − m)·basis, as in a PCA plot."""
+        codes = np.asarray(codes, dtype=np.float64)
+        mean = codes.mean(axis=0)
+        _, _, directions = np.linalg.svd(codes - mean, full_matrices=False)   # rows, by variance
+        basis = directions[[a - 1 for a in axes]]
+        # a direction's sign is arbitrary: fix it so that its largest entry is positive
+        basis = basis * np.sign(basis[np.arange(2), np.abs(basis).argmax(axis=1)])[:, None]
+        off_plane = codes[held] - mean
+        off_plane -= (off_plane @ basis.T) @ basis
+        return cls(mean + off_plane, basis, tuple(f"principal direction {a}" for a in axes), held)
+
+    def to_z(self, u, v):
+        """The plot point (u, v) -> z, float32 (D,), as the decoder takes it."""
+        return (self.origin + u * self.basis[0] + v * self.basis[1]).astype(np.float32)
+
+    def project(self, z):
+        """Codes (N, D) -> their plot points (N, 2): the nearest points of the plane."""
+        return (np.asarray(z, dtype=np.float64) - self.origin) @ self.basis.T
+
+
+def check_plane_options(z_dim, n_codes, axes, held):
+    """ValueError naming the option when --axes or --hold does not fit the latent space or the
+    number of test images encoded."""
+    if z_dim == 2:
+        for option, value in (("--axes", axes), ("--hold", held)):
+            if value is not None:
+                raise ValueError(f"{option} applies to a latent space of more than 2 dimensions; "
+                                 "this run's has 2, which the plot shows whole")
+        return
+    directions = min(z_dim, n_codes)
+    if axes is not None and (max(axes) > directions or axes[0] == axes[1]):
+        raise ValueError(f"--axes {axes[0]},{axes[1]}: choose two different principal directions from 1 "
+                         f"to {directions} ({z_dim} latent dimensions, {n_codes} test images encoded)")
+    if held is not None and held >= n_codes:
+        raise ValueError(f"--hold {held}: there are {n_codes} test images encoded (0 to {n_codes - 1})")
+
+
+def plane_for(codes, axes=None, held=None):
+    """The plane the explorer shows for these codes: z itself for 2-D codes, else `principal`."""
+    if codes.shape[1] == 2:
+        return LatentPlane.identity()
+    return LatentPlane.principal(codes, axes or (1, 2), held or 0)
+
+
+def nearest(codes, z, k):
+    """(indices, distances) of the k codes (N, D) nearest to z (D,), nearest first (Euclidean,
+    in the whole latent space; ties in index order)."""
+    distances = np.linalg.norm(np.asarray(codes, dtype=np.float64) - z, axis=1)
+    order = np.argsort(distances, kind="stable")[:k]
+    return order, distances[order]
+
+
+def encode(model, images, device="cpu", progress=True, batch_size=250):
+    """The test set's codes μ (N, z_dim), encoded in batches under a progress bar (tqdm, when
+    installed and `progress`): a big test set takes seconds to minutes, before the window opens."""
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(images), desc="encoding the test set", unit="image", dynamic_ncols=True)
+        except ImportError:
+            pass
+    model.eval()
+    try:
+        with no_grad():
+            return in_batches(lambda x: model.encode(x)[0], images, device, batch_size,
+                              on_batch=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+
+
+def decoder_of(model, device="cpu"):
+    """z (D,) -> the decoder's image (C, H, W), NumPy: model.decode on a batch of one."""
+    model.eval()
+
+    def decode(z):
+        with no_grad():
+            batch = Tensor(np.asarray(z, dtype=np.float32)[None], device=None if device == "cpu" else device)
+            return backend.to_numpy(model.decode(batch).data)[0]
+    return decode
+
+
+def picture(image):
+    """(C, H, W) in [0, 1] -> what imshow takes: (H, W) for grey (C = 1), (H, W, 3) for colour."""
+    return image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+
+
+def _show_style(image):
+    return dict(cmap="gray", vmin=0, vmax=1) if image.shape[0] == 1 else {}
+
+
+class Explorer:
+    """The figure and its mouse handlers: moving over the scatter decodes the point under the
+    mouse into the right-hand image; a left click pins the point and shows its nearest test images.
+
+    decode: z (D,) -> image (C, H, W); codes (N, D) and images (N, C, H, W): the test set's, with
+    labels (N,) or None."""
+
+    def __init__(self, figure, decode, plane, codes, images, labels=None, what="digit", class_names=None,
+                 neighbours=8, title=None):
+        self.figure, self.decode, self.plane = figure, decode, plane
+        self.codes, self.images, self.labels, self.class_names = codes, images, labels, class_names
+        self.points = plane.project(codes)                     # (N, 2): where each code is drawn
+        columns = (neighbours + 1) // 2
+        grid = figure.add_gridspec(3, 1 + columns, width_ratios=[2.2 * columns] + [1] * columns,
+                                   height_ratios=[2.4, 1, 1])
+        self.map_ax = figure.add_subplot(grid[:, 0])
+        plots.draw_latent_scatter(self.map_ax, self.points, labels, what, class_names, plane.axis_names)
+        held = "" if plane.held is None else f"; off the plane, z is test image {plane.held}'s (★)"
+        self.map_ax.set_title(f"{len(codes)} test images' codes{held}", fontsize="medium")
+        if plane.held is not None:
+            self.map_ax.plot(*self.points[plane.held], marker="*", color="black", markersize=12)
+        self.pin_marker, = self.map_ax.plot([], [], marker="+", color="black", markersize=16, mew=2,
+                                            linestyle="none")
+        self.neighbour_marker = self.map_ax.scatter([], [], s=60, facecolors="none", edgecolors="black")
+
+        self.decoded_ax = figure.add_subplot(grid[0, 1:])
+        self.neighbour_axes = [figure.add_subplot(grid[1 + k // columns, 1 + k % columns])
+                               for k in range(neighbours)]
+        self.decoded_image = self.decoded_ax.imshow(picture(images[0]) * 0, **_show_style(images[0]))
+        self.neighbour_images = [ax.imshow(picture(images[0]) * 0, **_show_style(images[0]))
+                                 for ax in self.neighbour_axes]
+        for ax in [self.decoded_ax, *self.neighbour_axes]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        self.neighbour_axes[0].set_ylabel("nearest", fontsize="small")
+        if title:
+            figure.suptitle(title)
+        self.z, self.pinned = None, None
+        self.show(0.0, 0.0)
+        figure.canvas.mpl_connect("motion_notify_event", self.on_move)
+        figure.canvas.mpl_connect("button_press_event", self.on_click)
+
+    # ---- what the mouse does ----
+
+    def on_move(self, event):
+        if event.inaxes is self.map_ax and event.xdata is not None:
+            self.show(event.xdata, event.ydata)
+        elif self.pinned is not None and self.shown != self.pinned:
+            self.show(*self.pinned)          # off the scatter: back to the pinned point
+        else:
+            return
+        self.figure.canvas.draw_idle()
+
+    def on_click(self, event):
+        toolbar = getattr(self.figure.canvas, "toolbar", None)
+        if toolbar is not None and toolbar.mode:       # zooming or panning: the click is theirs
+            return
+        if event.inaxes is self.map_ax and event.xdata is not None and event.button == 1:
+            self.pin(event.xdata, event.ydata)
+            self.figure.canvas.draw_idle()
+
+    # ---- what the figure shows ----
+
+    def show(self, u, v):
+        """Decode the plot point (u, v) into the right-hand image; returns the image (C, H, W)."""
+        self.shown = (u, v)
+        self.z = self.plane.to_z(u, v)
+        image = self.decode(self.z)
+        self.decoded_image.set_data(picture(image))
+        coordinates = ", ".join(f"{value:.2f}" for value in (u, v))
+        where = f"z = ({coordinates})" if self.plane.held is None else f"({coordinates}) on the plane"
+        self.decoded_ax.set_title(f"decoded at {where}", fontsize="medium")
+        return image
+
+    def pin(self, u, v):
+        """Show (u, v), mark it, and show the test images whose codes lie nearest to its z."""
+        self.show(u, v)
+        self.pinned = (u, v)
+        indices, distances = nearest(self.codes, self.z, len(self.neighbour_axes))
+        self.pin_marker.set_data([u], [v])
+        self.neighbour_marker.set_offsets(self.points[indices])
+        for ax, image, k, distance in zip(self.neighbour_axes, self.neighbour_images, indices, distances):
+            image.set_data(picture(self.images[k]))
+            label = "" if self.labels is None else f"{self._name(self.labels[k])}, "
+            ax.set_title(f"{label}d {distance:.2f}", fontsize="small")
+        for ax in self.neighbour_axes[len(indices):]:   # fewer test images than places
+            ax.set_visible(False)
+        self.nearest = indices
+        return indices
+
+    def _name(self, label):
+        return self.class_names[label] if self.class_names is not None else str(label)
+
+
+FIGURE_SIZE = (12, 6)
+
+
+def run(model, images, labels=None, what="digit", class_names=None, title=None, at=None, save=None,
+            axes=None, held=None, neighbours=8, device="cpu", progress=True):
+    """The explorer of `model` over its test set (images (N, C, H, W), labels (N,) or None).
+
+    Without `save`: a window (checked for first, so that no display fails before the encoding).
+    With `save`: the figure with the point `at` pinned, written to that file; returns its path.
+    For a latent space of more than 2 dimensions, `axes` (two principal directions, from 1) and
+    `held` (the test image whose z is held off the plane) choose the plane; `at` is on it."""
+    check_plane_options(model.z_dim, len(images), axes, held)
+    figure = _window_figure() if save is None else Figure(figsize=FIGURE_SIZE, layout="constrained")
+    codes = encode(model, images, device, progress)
+    plane = plane_for(codes, axes, held)
+    hint = "" if save else "\nmove the mouse over the codes; click to pin a point and see its nearest test images"
+    explorer = Explorer(figure, decoder_of(model, device), plane, codes, images, labels, what, class_names,
+                        neighbours, (title or "") + hint)
+    if at is not None:
+        explorer.pin(*at)
+    if save is not None:
+        return plots.save_figure(figure, save)
+    import matplotlib.pyplot as plt
+    plt.show()
+    return None
+
+
+def _window_figure():
+    """A pyplot figure in a window, or a RuntimeError when matplotlib has no window to give."""
+    import matplotlib.pyplot as plt
+    figure = plt.figure(figsize=FIGURE_SIZE, layout="constrained")
+    if figure.canvas.required_interactive_framework is None:   # Agg and the other file-only backends
+        plt.close(figure)
+        raise RuntimeError(f"explore opens a window, but matplotlib's backend here ({plt.get_backend()}) "
+                           "draws only to files (no display?): give --at Z0,Z1 --save FILE to write the "
+                           "figure instead")
+    return figure
