@@ -127,10 +127,13 @@ def cmd_explore(args):
     images, labels = _run_test_set(config)
     if args.limit:
         images, labels = images[:args.limit], None if labels is None else labels[:args.limit]
-    trained = f"epoch {meta['epoch'] + 1}, step {meta['step']}" if meta["step"] else f"{meta['epoch']} epoch(s)"
-    path = explore.run(model, images, labels, data.WHAT.get(config.dataset, "image"),
-                           data.CLASS_NAMES.get(config.dataset), f"{args.run_dir}: {config.model}, {trained}",
-                           args.at, args.save, args.axes, args.hold, args.neighbours, args.device, args.progress)
+    epochs = f"{meta['epoch']} epoch{'s' * (meta['epoch'] != 1)}"
+    trained = f"{epochs} and {meta['step']} steps" if meta["step"] else epochs   # a Ctrl-C'd run: mid-epoch
+    path = explore.run(model, images, labels, what=data.WHAT.get(config.dataset, "image"),
+                       class_names=data.CLASS_NAMES.get(config.dataset),
+                       title=f"{args.run_dir}: {config.model} after {trained}", at=args.at, save=args.save,
+                       axes=args.axes, held=args.hold, neighbours=args.neighbours, device=args.device,
+                       progress=args.progress)
     if path:
         print(path)
 

@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 from matplotlib.backend_bases import MouseEvent  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
@@ -106,19 +107,29 @@ def decoded(model, z):
     return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
 
 
-@pytest.fixture(params=[(1, 2), (3, 5)], ids=["grey, 2-D latent", "RGB, 5-D latent"])
-def explorer(request, keep_global_rng_state):
-    channels, z_dim = request.param
+KINDS = [(1, 2), (3, 5)]
+KIND_IDS = ["grey, 2-D latent", "RGB, 5-D latent"]
+
+
+def make_explorer(channels, z_dim, live=False):
+    """An explorer of a tiny untrained model over 60 random images, drawn once on an Agg canvas
+    (matplotlib's non-interactive backend: it draws, but into memory)."""
     model = tiny_vae(channels, z_dim)
     images = np.random.default_rng(0).random((60, channels, 8, 8)).astype(np.float32)
     labels = np.arange(60) % 10
     codes = explore.encode(model, images, progress=False, batch_size=25)
     figure = Figure(figsize=explore.FIGURE_SIZE, layout="constrained")
+    FigureCanvasAgg(figure)
     shown = explore.Explorer(figure, explore.decoder_of(model), explore.plane_for(codes), codes, images, labels,
-                             neighbours=5)
+                             neighbours=5, live=live)
     figure.canvas.draw()   # the layout is fixed at the first draw
     shown.model = model
     return shown
+
+
+@pytest.fixture(params=KINDS, ids=KIND_IDS)
+def explorer(request, keep_global_rng_state):
+    return make_explorer(*request.param)
 
 
 def mouse(explorer, name, across, up, button=None):
@@ -173,6 +184,39 @@ def test_a_click_pins_the_point_and_shows_its_nearest_test_images(explorer):
     explorer.figure.canvas.callbacks.process(
         "motion_notify_event", MouseEvent("motion_notify_event", explorer.figure.canvas, *outside))
     assert np.array_equal(explorer.z, z) and np.array_equal(shown_image(explorer), decoded(explorer.model, z))
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+def test_live_moves_redraw_only_the_decoded_image(kind, keep_global_rng_state):
+    """In a window, a move redraws the decoded image over the pixels kept from the last whole
+    draw (blitting), and nothing else; a click redraws the whole figure."""
+    explorer = make_explorer(*kind, live=True)
+    canvas = explorer.figure.canvas
+    whole_draws = []
+    canvas.mpl_connect("draw_event", whole_draws.append)
+    before = np.asarray(canvas.buffer_rgba()).copy()
+    mouse(explorer, "motion_notify_event", 0.2, 0.9)
+    after = np.asarray(canvas.buffer_rgba())
+    box = explorer.decoded_ax.bbox
+    height = after.shape[0]    # the buffer's rows run from the top, display y from the bottom
+    rows = slice(height - int(np.ceil(box.y1)), height - int(box.y0))
+    columns = slice(int(box.x0), int(np.ceil(box.x1)))
+    changed = np.any(before != after, axis=2)
+    assert changed[rows, columns].any() and not changed.any(where=~_mask(changed.shape, rows, columns))
+    assert whole_draws == []
+    x0, y0, x1, y1 = explorer.decoded_ax.bbox.extents    # the image is drawn with the decoding
+    inside = after[height - int(y1) + 2:height - int(y0) - 2, int(x0) + 2:int(x1) - 2, :3]
+    grey = decoded(explorer.model, explorer.z)
+    colour = grey if grey.ndim == 3 else grey[..., None]
+    assert abs(inside.mean() / 255 - colour.mean()) < 0.02
+    mouse(explorer, "button_press_event", 0.2, 0.9, button=1)
+    assert len(whole_draws) == 1
+
+
+def _mask(shape, rows, columns):
+    mask = np.zeros(shape, bool)
+    mask[rows, columns] = True
+    return mask
 
 
 def test_clicks_other_than_a_left_click_on_the_scatter_pin_nothing(explorer):
@@ -245,17 +289,30 @@ BAD = [   # (argv after `explore`, what the one line must say, set-up of the wor
 ]
 
 
+def copy_of_run(here, folder, **config):
+    """here/folder: the trained run's checkpoint, with these settings changed in its config."""
+    model_state, optimizer_state, meta = checkpoint.load(here / "run" / "checkpoint.npz")
+    meta["config"].update(config)
+    checkpoint.save(here / folder / "checkpoint.npz", model_state, optimizer_state, meta)
+    return here / folder
+
+
+def test_a_run_trained_on_a_gpu_is_explored_on_the_cpu(here, capsys):
+    """The checkpoint says where the run was trained; explore decodes on its own --device (cpu)."""
+    copy_of_run(here, "gpu_run", device="cuda:0")
+    code, out, err = run_cli(capsys, "explore", "gpu_run", "--at", "0,0", "--save", "gpu.png", "--no-progress")
+    assert code == 0 and (here / "gpu.png").is_file(), err
+
+
 def bad_run_folder(here, kind):
     """A run folder that cannot be explored: an empty folder, one whose first epoch has not ended
     (its config but no checkpoint yet), or one whose checkpoint names another model."""
-    folder = here / kind
-    folder.mkdir()
+    if kind == "other":
+        copy_of_run(here, kind, model="chollet")
+        return
+    (here / kind).mkdir()
     if kind == "young":
-        (folder / "config.json").write_text((here / "run" / "config.json").read_text())
-    elif kind == "other":
-        model_state, optimizer_state, meta = checkpoint.load(here / "run" / "checkpoint.npz")
-        meta["config"]["model"] = "chollet"
-        checkpoint.save(folder / "checkpoint.npz", model_state, optimizer_state, meta)
+        (here / kind / "config.json").write_text((here / "run" / "config.json").read_text())
 
 
 @pytest.mark.parametrize("argv, says, setup", BAD, ids=[" ".join(argv) for argv, _, _ in BAD])
