@@ -398,19 +398,19 @@ def _parser():
 
     p = sub.add_parser("explore", help="move through a run's latent space: the decoder's image under the mouse")
     p.add_argument("run_dir", metavar="RUN", help="run folder (or checkpoint file)")
-    p.add_argument("--at", type=_pair(_finite_number, "Z0,Z1"),
+    p.add_argument("--at", metavar="Z0,Z1", type=_pair(_finite_number, "Z0,Z1"),
                    help="pin this point (on the plane, for more than 2 latent dimensions); a negative "
                         "Z0 is written --at=-1.5,0.3")
     p.add_argument("--save", metavar="FILE", help="with --at: write the figure to FILE; open no window")
-    p.add_argument("--axes", type=_pair(_whole_number(1), "I,J"),
+    p.add_argument("--axes", metavar="I,J", type=_pair(_whole_number(1), "I,J"),
                    help="more than 2 latent dimensions: the principal directions spanning the plane "
                         "(default 1,2)")
-    p.add_argument("--hold", type=_whole_number(0),
+    p.add_argument("--hold", metavar="K", type=_whole_number(0),
                    help="more than 2 latent dimensions: the test image whose z is kept off the plane "
                         "(default 0)")
-    p.add_argument("--limit", type=_whole_number(0, zero_means="all"), default=0,
+    p.add_argument("--limit", metavar="N", type=_whole_number(0, zero_means="all"), default=0,
                    help="encode only the first N test images (default 0: all)")
-    p.add_argument("--neighbours", type=_whole_number(1, 32), default=8,
+    p.add_argument("--neighbours", metavar="K", type=_whole_number(1, 32), default=8,
                    help="how many nearest test images a pinned point shows (default 8)")
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -23,6 +23,8 @@ from . import backend, plots
 from .pictures import in_batches
 from .tensor import Tensor, no_grad
 
+FIGURE_SIZE = (12, 6)   # inches: 1200 × 600 pixels in a saved picture
+
 
 @dataclass(frozen=True)
 class LatentPlane:
@@ -267,9 +269,6 @@ class Explorer:
         return self.class_names[label] if self.class_names is not None else str(label)
 
 
-FIGURE_SIZE = (12, 6)
-
-
 def run(model, images, labels=None, what="digit", class_names=None, title=None, at=None, save=None,
         axes=None, held=None, neighbours=8, device="cpu", progress=True):
     """The explorer of `model` over its test set (images (N, C, H, W), labels (N,) or None).
@@ -290,8 +289,9 @@ def run(model, images, labels=None, what="digit", class_names=None, title=None, 
     if save is not None:
         return plots.save_figure(figure, save)
     figure.canvas.draw()
-    figure.set_layout_engine("none")   # laid out once: the layout would otherwise double each whole redraw
-    import matplotlib.pyplot as plt
+    if hasattr(figure, "set_layout_engine"):   # matplotlib 3.6+; 3.5 lays out every whole redraw
+        figure.set_layout_engine("none")   # laid out once: laying out costs as much as the drawing
+    import matplotlib.pyplot as plt    # only for a window: a saved figure needs no pyplot
     plt.show()
     return None
 

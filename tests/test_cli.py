@@ -269,7 +269,7 @@ def no_matplotlib(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", failing_import)
-    for module in ("plots", "pictures"):
+    for module in ("plots", "pictures", "explore"):
         monkeypatch.delitem(sys.modules, f"minivae.{module}", raising=False)
         monkeypatch.delattr(minivae, module, raising=False)
 
@@ -284,7 +284,7 @@ def test_without_matplotlib_train_still_trains_and_says_how_to_get_pictures(here
     assert err.count("\n") == 1 and "pip install 'minivae[plot]'" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["plot", "run"], ["sample", "run"]])
+@pytest.mark.parametrize("argv", [["plot", "run"], ["sample", "run"], ["explore", "run"]])
 def test_without_matplotlib_the_picture_commands_say_so_in_one_line(here, capsys, no_matplotlib, argv):
     before = snapshot(here)
     code, out, err = run_cli(capsys, *argv)
@@ -294,7 +294,8 @@ def test_without_matplotlib_the_picture_commands_say_so_in_one_line(here, capsys
 
 # ---- one device parser --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [["train"], ["bench"], ["plot", "run"], ["sample", "run"]])
+@pytest.mark.parametrize("command", [["train"], ["bench"], ["plot", "run"], ["sample", "run"],
+                                     ["explore", "run"]])
 @pytest.mark.parametrize("given, parsed", [("cpu", "cpu"), ("CPU", "cpu"), ("Cuda:1", "cuda:1"),
                                            ("gpu", "cuda")])
 def test_every_command_reads_devices_alike(command, given, parsed):
