@@ -144,8 +144,9 @@ class Explorer:
 
     decode: z (D,) -> image (C, H, W); codes (N, D) and images (N, C, H, W): the test set's, with
     labels (N,) or None. `live` (default: when the canvas is a window's that can blit) redraws
-    only the decoded image as the mouse moves: a whole redraw, the scatter's thousands of points
-    among it, takes a good part of a second, decoding a point a few milliseconds."""
+    only what a move or a click changes, over the pixels kept from the last whole redraw: that
+    one, the scatter's thousands of points among it, takes a good part of a second; decoding a
+    point, a few milliseconds."""
 
     def __init__(self, figure, decode, plane, codes, images, labels=None, what="digit", class_names=None,
                  neighbours=8, title=None, live=None):
@@ -176,11 +177,13 @@ class Explorer:
         canvas = figure.canvas
         self.live = live if live is not None else (canvas.required_interactive_framework is not None
                                                    and canvas.supports_blit)
-        self.background = None
+        self.backgrounds = None
         if self.live:
-            # the decoded image is left out of a whole draw and drawn over it (_on_draw); its title
-            # stays, since drawing text costs as much as the image: the toolbar shows the mouse's (u, v)
-            self.decoded_image.set_animated(True)
+            # what moves is left out of a whole draw and drawn over it (_on_draw). The decoded
+            # image's title stays: drawing text costs as much as the image, and the toolbar shows
+            # the mouse's (u, v)
+            for artist in self._pin_artists() + [self.decoded_image]:
+                artist.set_animated(True)
             self.decoded_ax.set_title("decoded at the mouse (the toolbar says where)", fontsize="medium")
             canvas.mpl_connect("draw_event", self._on_draw)
         canvas.mpl_connect("motion_notify_event", self.on_move)
@@ -217,22 +220,39 @@ class Explorer:
             return
         if event.inaxes is self.map_ax and event.xdata is not None and event.button == 1:
             self.pin(event.xdata, event.ydata)
-            self.figure.canvas.draw_idle()             # the markers and the nearest images changed
+            self._redraw_pin()
 
-    # ---- drawing only what moves (blitting) ----
+    # ---- drawing only what changed (blitting) ----
+
+    def _pin_artists(self):
+        """What a click changes: the markers on the scatter, the nearest images and their titles."""
+        return [self.neighbour_marker, self.pin_marker, *self.neighbour_images,   # in drawing order
+                *(ax.title for ax in self.neighbour_axes)]
 
     def _on_draw(self, event):
-        """After a whole draw: keep the pixels under the decoded image, then draw it on top."""
-        self.background = self.figure.canvas.copy_from_bbox(self.decoded_ax.bbox)
-        self.decoded_ax.draw_artist(self.decoded_image)
+        """After a whole draw: keep the pixels under what moves, then draw that on top."""
+        canvas = self.figure.canvas
+        self.backgrounds = {"figure": canvas.copy_from_bbox(self.figure.bbox),
+                            "decoded": canvas.copy_from_bbox(self.decoded_ax.bbox)}
+        for artist in self._pin_artists() + [self.decoded_image]:
+            self.figure.draw_artist(artist)
 
     def _redraw_decoded(self):
-        if self.background is None:     # not live, or not drawn yet
+        if self.backgrounds is None:    # not live, or not drawn yet
             self.figure.canvas.draw_idle()
             return
-        self.figure.canvas.restore_region(self.background)
-        self.decoded_ax.draw_artist(self.decoded_image)
+        self.figure.canvas.restore_region(self.backgrounds["decoded"])
+        self.figure.draw_artist(self.decoded_image)
         self.figure.canvas.blit(self.decoded_ax.bbox)
+
+    def _redraw_pin(self):
+        if self.backgrounds is None:
+            self.figure.canvas.draw_idle()
+            return
+        self.figure.canvas.restore_region(self.backgrounds["figure"])
+        for artist in self._pin_artists() + [self.decoded_image]:
+            self.figure.draw_artist(artist)
+        self.figure.canvas.blit(self.figure.bbox)
 
     # ---- what the figure shows ----
 
@@ -260,8 +280,9 @@ class Explorer:
             image.set_visible(True)
             label = "" if self.labels is None else f"{self._name(self.labels[k])}, "
             ax.set_title(f"{label}{distance:.2f}", fontsize="small")
-        for ax in self.neighbour_axes[len(indices):]:   # fewer test images than places
-            ax.set_visible(False)
+        for ax, image in zip(self.neighbour_axes[len(indices):], self.neighbour_images[len(indices):]):
+            image.set_visible(False)                    # fewer test images than places
+            ax.set_title("")
         self.nearest = indices
         return indices
 

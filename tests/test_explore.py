@@ -185,33 +185,42 @@ def test_a_click_pins_the_point_and_shows_its_nearest_test_images(explorer):
     assert np.array_equal(explorer.z, z) and np.array_equal(shown_image(explorer), decoded(explorer.model, z))
 
 
+def changed_pixels(canvas, action):
+    """Which pixels of the canvas (rows from the top) `action` changed."""
+    before = np.asarray(canvas.buffer_rgba()).copy()
+    action()
+    return np.any(before != np.asarray(canvas.buffer_rgba()), axis=2)
+
+
+def pixels_of(canvas, boxes):
+    """A mask of the canvas's pixels inside any of the display boxes (y from the bottom)."""
+    height, width = np.asarray(canvas.buffer_rgba()).shape[:2]
+    mask = np.zeros((height, width), bool)
+    for box in boxes:
+        mask[height - int(np.ceil(box.y1)):height - int(box.y0), int(box.x0):int(np.ceil(box.x1))] = True
+    return mask
+
+
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
-def test_live_moves_redraw_only_the_decoded_image(kind, keep_global_rng_state):
-    """In a window, a move redraws the decoded image over the pixels kept from the last whole
-    draw (blitting), and nothing else; a click redraws the whole figure."""
+def test_live_moves_and_clicks_redraw_only_what_they_change(kind, keep_global_rng_state):
+    """In a window, a move redraws the decoded image, and a click the markers and the nearest
+    images too, over the pixels kept from the last whole draw (blitting): no whole redraw."""
     explorer = make_explorer(*kind, live=True)
     canvas = explorer.figure.canvas
     whole_draws = []
     canvas.mpl_connect("draw_event", whole_draws.append)
-    before = np.asarray(canvas.buffer_rgba()).copy()
-    mouse(explorer, "motion_notify_event", 0.2, 0.9)
-    after = np.asarray(canvas.buffer_rgba())
-    box = explorer.decoded_ax.bbox
-    height = after.shape[0]    # the buffer's rows run from the top, display y from the bottom
-    rows = slice(height - int(np.ceil(box.y1)), height - int(box.y0))
-    columns = slice(int(box.x0), int(np.ceil(box.x1)))
-    changed = np.any(before != after, axis=2)
-    assert changed[rows, columns].any()
-    changed[rows, columns] = False
-    assert not changed.any()
-    assert whole_draws == []
+    changed = changed_pixels(canvas, lambda: mouse(explorer, "motion_notify_event", 0.2, 0.9))
+    decoded_area = pixels_of(canvas, [explorer.decoded_ax.bbox])
+    assert changed[decoded_area].any() and not changed[~decoded_area].any()
     x0, y0, x1, y1 = explorer.decoded_ax.bbox.extents    # the image is drawn with the decoding
-    inside = after[height - int(y1) + 2:height - int(y0) - 2, int(x0) + 2:int(x1) - 2, :3]
-    grey = decoded(explorer.model, explorer.z)
-    colour = grey if grey.ndim == 3 else grey[..., None]
-    assert abs(inside.mean() / 255 - colour.mean()) < 0.02
-    mouse(explorer, "button_press_event", 0.2, 0.9, button=1)
-    assert len(whole_draws) == 1
+    height = changed.shape[0]
+    inside = np.asarray(canvas.buffer_rgba())[height - int(y1) + 2:height - int(y0) - 2, int(x0) + 2:int(x1) - 2, :3]
+    assert abs(inside.mean() / 255 - decoded(explorer.model, explorer.z).mean()) < 0.02
+
+    changed = changed_pixels(canvas, lambda: mouse(explorer, "button_press_event", 0.6, 0.3, button=1))
+    neighbours = pixels_of(canvas, [ax.get_tightbbox() for ax in explorer.neighbour_axes])
+    assert changed[neighbours].any() and changed[pixels_of(canvas, [explorer.map_ax.bbox])].any()
+    assert whole_draws == []
 
 
 def test_clicks_other_than_a_left_click_on_the_scatter_pin_nothing(explorer):
