@@ -231,8 +231,18 @@ def test_clicks_other_than_a_left_click_on_the_scatter_pin_nothing(explorer):
 
 # ---- the command line ----------------------------------------------------------------------------
 
-def test_save_writes_the_figure_for_the_point(here, capsys):
-    code, out, err = run_cli(capsys, "explore", "run", "--at=-0.5,0.25", "--save", "at.png", "--no-progress",
+def trained_run(folder, model):
+    """A run of the preset `model` trained for one step of 8 on the tiny MNIST in the working folder."""
+    config = train.TrainConfig(model=model, batch_size=8, limit_steps=1, out=str(folder),
+                               data_dir=str(folder.parent / "data" / "mnist"), progress=False)
+    train.train(config, log=lambda line: None)
+    return folder
+
+
+@pytest.mark.parametrize("preset", ["foster", "chollet"])   # the presets that train on MNIST
+def test_save_writes_the_figure_for_the_point(here, capsys, preset):
+    run = here / "run" if preset == "foster" else trained_run(here / preset, preset)
+    code, out, err = run_cli(capsys, "explore", run, "--at=-0.5,0.25", "--save", "at.png", "--no-progress",
                              "--neighbours", "4")
     assert code == 0, err
     assert out.strip() == "at.png"
@@ -246,10 +256,7 @@ def five_d_run(here, monkeypatch):
     monkeypatch.setitem(models.PRESETS, "tiny5", models.Preset(
         lambda: models.VariationalAutoencoder((1, 28, 28), (4,), (3,), (2,), (1,), (3,), (2,), z_dim=5),
         models.foster_loss, "adam", 1e-3, 8, "a tiny 5-D model for the tests"))
-    config = train.TrainConfig(model="tiny5", limit_steps=1, out=str(here / "run5"),
-                               data_dir=str(here / "data" / "mnist"), progress=False)
-    train.train(config, log=lambda line: None)
-    return here / "run5"
+    return trained_run(here / "run5", "tiny5")
 
 
 def test_save_on_a_plane_of_a_larger_latent_space(five_d_run, capsys, monkeypatch):
