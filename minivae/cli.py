@@ -396,7 +396,8 @@ def _parser():
     p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_sample)
 
-    p = sub.add_parser("explore", help="move through a run's latent space: the decoder's image under the mouse")
+    p = sub.add_parser("explore", help="move through a run's latent space: the decoder's image under the "
+                                       "mouse")
     p.add_argument("run_dir", metavar="RUN", help="run folder (or checkpoint file)")
     p.add_argument("--at", metavar="Z0,Z1", type=_pair(_finite_number, "Z0,Z1"),
                    help="pin this point (on the plane, for more than 2 latent dimensions); a negative "

@@ -7,13 +7,13 @@ the test images whose codes lie nearest to it (in the whole latent space) appear
 A 2-D latent space (both book VAEs) is the plot's plane itself: the point (u, v) is z = (u, v).
 A larger one is seen through a plane: through the test codes' mean, spanned by two of their
 principal directions (the first two unless others are chosen), with the rest of z, the part off
-the plane, held at one test image's code.
+the plane, held at one test image's code (a right click on another code holds that one's).
 
 Each part works without a window, so each is tested alone: `LatentPlane` (a plot point to z and
 back), `nearest` (the test codes closest to a z), `encode` (the test set's μ, in batches) and
 `Explorer` (the figure, and the mouse handlers that update it).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -57,9 +57,16 @@ class LatentPlane:
         basis = vectors[:, ::-1].T[[a - 1 for a in axes]]
         # a direction's sign is arbitrary: fix it so that its largest entry is positive
         basis = basis * np.sign(basis[np.arange(2), np.abs(basis).argmax(axis=1)])[:, None]
-        off_plane = codes[held] - mean
-        off_plane -= (off_plane @ basis.T) @ basis
-        return cls(mean + off_plane, basis, tuple(f"principal direction {a}" for a in axes), held)
+        through_mean = cls(mean, basis, tuple(f"principal direction {a}" for a in axes))
+        return through_mean.holding(codes[held], held)
+
+    def holding(self, code, index):
+        """The same plane with z off it held at `code` (test image `index`'s): the origin moves
+        off the plane by code's part off it, origin + (I − P)(code − origin), so every plot point
+        stays where it was."""
+        off_plane = np.asarray(code, dtype=np.float64) - self.origin
+        off_plane -= (off_plane @ self.basis.T) @ self.basis
+        return replace(self, origin=self.origin + off_plane, held=index)
 
     def to_z(self, u, v):
         """The plot point (u, v) -> z, float32 (D,), as the decoder takes it."""
@@ -140,7 +147,8 @@ def picture(image):
 
 class Explorer:
     """The figure and its mouse handlers: moving over the scatter decodes the point under the
-    mouse into the right-hand image; a left click pins the point and shows its nearest test images.
+    mouse into the right-hand image; a left click pins the point and shows its nearest test images;
+    on a plane (z_dim > 2), a right click holds z off the plane at the code drawn nearest the click.
 
     decode: z (D,) -> image (C, H, W); codes (N, D) and images (N, C, H, W): the test set's, with
     labels (N,) or None. `live` (default: when the canvas is a window's that can blit) redraws
@@ -194,14 +202,21 @@ class Explorer:
     def _draw_map(self, what):
         ax, plane = self.map_ax, self.plane
         plots.draw_latent_scatter(ax, self.points, self.labels, what, self.class_names, plane.axis_names)
-        held = "" if plane.held is None else f"; off the plane, z is test image {plane.held}'s (★)"
-        ax.set_title(f"{len(self.codes)} test images' codes{held}", fontsize="medium")
-        if plane.held is not None:
-            ax.plot(*self.points[plane.held], marker="*", color="black", markersize=12)
+        self.held_marker, = ax.plot([], [], marker="*", color="black", markersize=12, linestyle="none")
+        self._mark_held()
         self.neighbour_marker = ax.scatter([], [], s=50, facecolors="none", edgecolors="black",
                                            linewidths=0.8, zorder=3)
         self.pin_marker, = ax.plot([], [], marker="P", color="black", markeredgecolor="white",
                                    markersize=14, linestyle="none", zorder=4)
+
+    def _mark_held(self):
+        held = self.plane.held
+        if held is None:
+            self.map_ax.set_title(f"{len(self.codes)} test images' codes", fontsize="medium")
+            return
+        self.map_ax.set_title(f"{len(self.codes)} test images' codes; off the plane, z is test image "
+                              f"{held}'s (★)", fontsize="medium")
+        self.held_marker.set_data(*self.points[held, :, None])
 
     # ---- what the mouse does ----
 
@@ -218,9 +233,15 @@ class Explorer:
         toolbar = getattr(self.figure.canvas, "toolbar", None)
         if toolbar is not None and toolbar.mode:       # zooming or panning: the click is theirs
             return
-        if event.inaxes is self.map_ax and event.xdata is not None and event.button == 1:
+        if event.inaxes is not self.map_ax or event.xdata is None:
+            return
+        if event.button == 1:
             self.pin(event.xdata, event.ydata)
             self._redraw_pin()
+        elif event.button == 3 and self.plane.held is not None:   # the code drawn nearest the click
+            on_screen = self.map_ax.transData.transform(self.points)
+            self.hold(int(np.argmin(np.hypot(*(on_screen - (event.x, event.y)).T))))
+            self.figure.canvas.draw_idle()
 
     # ---- drawing only what changed (blitting) ----
 
@@ -286,6 +307,14 @@ class Explorer:
         self.nearest = indices
         return indices
 
+    def hold(self, index):
+        """Hold z off the plane at test image `index`'s code, and decode again what is shown."""
+        self.plane = self.plane.holding(self.codes[index], index)
+        self._mark_held()
+        if self.pinned is not None:
+            self.pin(*self.pinned)
+        self.show(*self.shown)
+
     def _name(self, label):
         return self.class_names[label] if self.class_names is not None else str(label)
 
@@ -302,7 +331,10 @@ def run(model, images, labels=None, what="digit", class_names=None, title=None, 
     figure = _window_figure() if save is None else Figure(figsize=FIGURE_SIZE, layout="constrained")
     codes = encode(model, images, device, progress)
     plane = plane_for(codes, axes, held)
-    hint = "" if save else "\nmove the mouse over the codes; click to pin a point and see its nearest test images"
+    hint = "" if save else ("\nmove the mouse over the codes; click to pin a point and see its nearest "
+                            "test images")
+    if hint and plane.held is not None:
+        hint += "; right-click a code to hold z off the plane at it"
     explorer = Explorer(figure, decoder_of(model, device), plane, codes, images, labels, what, class_names,
                         neighbours, (title or "") + hint)
     if at is not None:

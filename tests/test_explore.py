@@ -120,8 +120,8 @@ def make_explorer(channels, z_dim, live=False):
     codes = explore.encode(model, images, progress=False, batch_size=25)
     figure = Figure(figsize=explore.FIGURE_SIZE, layout="constrained")
     FigureCanvasAgg(figure)
-    shown = explore.Explorer(figure, explore.decoder_of(model), explore.plane_for(codes), codes, images, labels,
-                             neighbours=5, live=live)
+    shown = explore.Explorer(figure, explore.decoder_of(model), explore.plane_for(codes), codes, images,
+                             labels, neighbours=5, live=live)
     figure.canvas.draw()   # the layout is fixed at the first draw
     shown.model = model
     return shown
@@ -213,14 +213,33 @@ def test_live_moves_and_clicks_redraw_only_what_they_change(kind, keep_global_rn
     decoded_area = pixels_of(canvas, [explorer.decoded_ax.bbox])
     assert changed[decoded_area].any() and not changed[~decoded_area].any()
     x0, y0, x1, y1 = explorer.decoded_ax.bbox.extents    # the image is drawn with the decoding
-    height = changed.shape[0]
-    inside = np.asarray(canvas.buffer_rgba())[height - int(y1) + 2:height - int(y0) - 2, int(x0) + 2:int(x1) - 2, :3]
+    top, bottom = changed.shape[0] - int(y1), changed.shape[0] - int(y0)
+    inside = np.asarray(canvas.buffer_rgba())[top + 2:bottom - 2, int(x0) + 2:int(x1) - 2, :3]
     assert abs(inside.mean() / 255 - decoded(explorer.model, explorer.z).mean()) < 0.02
 
     changed = changed_pixels(canvas, lambda: mouse(explorer, "button_press_event", 0.6, 0.3, button=1))
     neighbours = pixels_of(canvas, [ax.get_tightbbox() for ax in explorer.neighbour_axes])
     assert changed[neighbours].any() and changed[pixels_of(canvas, [explorer.map_ax.bbox])].any()
     assert whole_draws == []
+
+
+def test_a_right_click_on_a_plane_holds_the_rest_of_z_at_the_code_under_it(keep_global_rng_state):
+    explorer = make_explorer(3, 5)
+    mouse(explorer, "button_press_event", 0.5, 0.5, button=1)
+    points_before, pinned_z = explorer.points.copy(), explorer.z
+    k = 17
+    x, y = explorer.map_ax.transData.transform(explorer.points[k])
+    event = MouseEvent("button_press_event", explorer.figure.canvas, x + 1, y - 1, button=3)
+    explorer.figure.canvas.callbacks.process(event.name, event)
+    plane = explorer.plane
+    assert plane.held == k
+    assert np.allclose(plane.project(explorer.codes), points_before)     # the scatter stays put
+    assert np.allclose(plane.to_z(*plane.project(explorer.codes[k:k + 1])[0]), explorer.codes[k], atol=1e-5)
+    # the pinned point keeps its place on the plane, but its z now has image k's part off it
+    assert np.allclose(plane.project(explorer.z[None])[0], explorer.pinned, atol=1e-5)
+    assert not np.allclose(explorer.z, pinned_z)
+    assert np.array_equal(shown_image(explorer), decoded(explorer.model, explorer.z))
+    assert np.allclose(explorer.held_marker.get_data(), explorer.points[k][:, None])
 
 
 def test_clicks_other_than_a_left_click_on_the_scatter_pin_nothing(explorer):
@@ -260,10 +279,14 @@ def five_d_run(here, monkeypatch):
 
 
 def test_save_on_a_plane_of_a_larger_latent_space(five_d_run, capsys, monkeypatch):
-    pinned, real_pin = [], explore.Explorer.pin
-    monkeypatch.setattr(explore.Explorer, "pin", lambda self, u, v: pinned.append(self) or real_pin(self, u, v))
-    code, out, err = run_cli(capsys, "explore", five_d_run, "--at", "1.5,-0.5", "--axes", "2,3", "--hold", "4",
-                             "--limit", "30", "--save", "plane.png", "--no-progress")
+    pinned, real_pin = [], explore.Explorer.pin    # the explorer the command makes, kept when it pins
+
+    def pin(self, u, v):
+        pinned.append(self)
+        return real_pin(self, u, v)
+    monkeypatch.setattr(explore.Explorer, "pin", pin)
+    code, out, err = run_cli(capsys, "explore", five_d_run, "--at", "1.5,-0.5", "--axes", "2,3",
+                             "--hold", "4", "--limit", "30", "--save", "plane.png", "--no-progress")
     assert code == 0, err
     assert imread("plane.png").shape[:2] == (600, 1200)
     (shown,) = pinned
@@ -309,7 +332,8 @@ def copy_of_run(here, folder, **config):
 def test_a_run_trained_on_a_gpu_is_explored_on_the_cpu(here, capsys):
     """The checkpoint says where the run was trained; explore decodes on its own --device (cpu)."""
     copy_of_run(here, "gpu_run", device="cuda:0")
-    code, out, err = run_cli(capsys, "explore", "gpu_run", "--at", "0,0", "--save", "gpu.png", "--no-progress")
+    code, out, err = run_cli(capsys, "explore", "gpu_run", "--at", "0,0", "--save", "gpu.png",
+                             "--no-progress")
     assert code == 0 and (here / "gpu.png").is_file(), err
 
 
