@@ -1,5 +1,5 @@
-"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, morph,
-arithmetic, bench, profile.
+"""`python -m minivae COMMAND` (or `minivae COMMAND`): train, summary, data, plot, sample, explore,
+morph, arithmetic, bench, profile.
 
 Errors a user can cause (bad data, a checkpoint that does not fit, an unknown preset, no GPU)
 print one line on stderr and exit non-zero, without a traceback (MINIVAE_DEBUG=1 shows it).
@@ -15,6 +15,8 @@ import signal
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
+
+import numpy as np
 
 from . import backend, checkpoint, data
 from .models import PRESETS, get_preset
@@ -140,20 +142,52 @@ def cmd_sample(args):
 
 def cmd_morph(args):
     from . import train
-    explore = _needs_matplotlib("explore")
+    latent_commands = _needs_matplotlib("latent_commands")
     _check_picture_file(args.out)
     model, config, _ = train.load_run_model(args.run_dir, args.device)
-    print(explore.morph(model, config, args.start, args.end, args.steps, args.out, args.device))
+    print(latent_commands.morph(model, config, args.start, args.end, args.steps, args.out, args.device))
 
 
 def cmd_arithmetic(args):
     from . import train
-    explore = _needs_matplotlib("explore")
+    latent_commands = _needs_matplotlib("latent_commands")
     out = args.out or f"arithmetic_{args.attribute}.png"
     _check_picture_file(out)
     model, config, _ = train.load_run_model(args.run_dir, args.device)
-    print(explore.arithmetic(model, config, args.run_dir, args.attribute, args.attributes, args.n,
-                             args.strengths, args.sample, args.seed, out, args.device))
+    print(latent_commands.arithmetic(model, config, args.run_dir, args.attribute, args.attributes, args.n,
+                                     args.strengths, args.sample, args.seed, out, args.device))
+
+
+def cmd_explore(args):
+    from . import train
+    explore = _needs_matplotlib("explore")
+    if args.save is not None:
+        if args.at is None:
+            raise ValueError("--save writes the figure for one point: give it with --at Z0,Z1")
+        _check_picture_file(args.save, "--save")
+    run = train.Run(args.run_dir)
+    if run.config.is_file() and not run.checkpoint.exists():
+        raise ValueError(f"{run.checkpoint}: no checkpoint yet (a run writes its first at the end of its "
+                         "first epoch)")
+    model, config, meta = train.load_run_model(args.run_dir, args.device)
+    images, labels = _run_test_set(config, model.input_shape, args.limit)
+    epochs = f"{meta['epoch']} epoch{'s' * (meta['epoch'] != 1)}"
+    trained = f"{epochs} and {meta['step']} steps" if meta["step"] else epochs   # a Ctrl-C'd run: mid-epoch
+    path = explore.run(model, images, labels, what=data.WHAT.get(config.dataset, "image"),
+                       class_names=data.CLASS_NAMES.get(config.dataset),
+                       title=f"{args.run_dir}: {config.model} after {trained}", at=args.at, save=args.save,
+                       axes=args.axes, held=args.hold, neighbours=args.neighbours, device=args.device,
+                       progress=args.progress)
+    if path:
+        print(path)
+
+
+def _run_test_set(config, image_shape, limit=0):
+    """A run's first `limit` (0: all) test images (N, C, H, W) in [0, 1] and their labels (N,), or
+    None for a data set without classes (a folder of images)."""
+    test_set = data.open_dataset(config, "test", image_shape, quiet=True)
+    n = min(limit, len(test_set)) if limit else len(test_set)
+    return test_set.images(np.arange(n)), None if test_set.labels is None else test_set.labels[:n]
 
 
 def cmd_bench(args):
@@ -211,15 +245,15 @@ def _check_out_folder(out):
             return
 
 
-def _check_picture_file(out):
-    """--out names a picture: a file name whose suffix matplotlib can write (none: .png)."""
+def _check_picture_file(out, option="--out"):
+    """`option` names a picture: a file name whose suffix matplotlib can write (none: .png)."""
     from matplotlib.figure import Figure
     path = Path(out)
     if path.is_dir():
-        raise ValueError(f"--out {out} is a folder: give a file name such as samples.png")
+        raise ValueError(f"{option} {out} is a folder: give a file name such as samples.png")
     formats = Figure().canvas.get_supported_filetypes()
     if path.suffix and path.suffix[1:].lower() not in formats:
-        raise ValueError(f"--out {out}: matplotlib cannot write .{path.suffix[1:]} files; "
+        raise ValueError(f"{option} {out}: matplotlib cannot write .{path.suffix[1:]} files; "
                          f"use .png (or one of {', '.join(sorted(formats))})")
     _check_out_folder(path.parent)
 
@@ -343,6 +377,26 @@ def _numbers(text):
     if not 1 <= len(values) <= 12 or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected 1 to 12 finite numbers, not {text!r}")
     return values
+def _finite_number(text):
+    """An argparse type: any finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text.strip()}")
+    return value
+
+
+def _pair(value, names):
+    """An argparse type: two values written 'A,B' (`names` says what they are), each read by the
+    argparse type `value`."""
+    def pair(text):
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected two values {names}, not {text!r}")
+        return tuple(value(part) for part in parts)
+    return pair
 
 
 def _check_model(name):
@@ -447,6 +501,26 @@ def _parser():
     p.add_argument("--out", help="picture file (default arithmetic_NAME.png)")
     p.add_argument("--device", type=_device, default="cpu")
     p.set_defaults(run=cmd_arithmetic)
+    p = sub.add_parser("explore", help="move through a run's latent space: the decoder's image under the "
+                                       "mouse")
+    p.add_argument("run_dir", metavar="RUN", help="run folder (or checkpoint file)")
+    p.add_argument("--at", metavar="Z0,Z1", type=_pair(_finite_number, "Z0,Z1"),
+                   help="pin this point (on the plane, for more than 2 latent dimensions); a negative "
+                        "Z0 is written --at=-1.5,0.3")
+    p.add_argument("--save", metavar="FILE", help="with --at: write the figure to FILE; open no window")
+    p.add_argument("--axes", metavar="I,J", type=_pair(_whole_number(1), "I,J"),
+                   help="more than 2 latent dimensions: the principal directions spanning the plane "
+                        "(default 1,2)")
+    p.add_argument("--hold", metavar="K", type=_whole_number(0),
+                   help="more than 2 latent dimensions: the test image whose z is kept off the plane "
+                        "(default 0)")
+    p.add_argument("--limit", metavar="N", type=_whole_number(0, zero_means="all"), default=0,
+                   help="encode only the first N test images (default 0: all)")
+    p.add_argument("--neighbours", metavar="K", type=_whole_number(1, 32), default=8,
+                   help="how many nearest test images a pinned point shows (default 8)")
+    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(run=cmd_explore)
 
     p = sub.add_parser("bench", help="time training steps; prints a JSON line last")
     p.add_argument("--model", default="foster", help=models)

@@ -13,13 +13,16 @@ from . import backend
 from .tensor import Tensor, no_grad
 
 
-def in_batches(fn, x, device="cpu", batch_size=500):
-    """fn applied to x in batches; the results (NumPy) concatenated."""
+def in_batches(fn, x, device="cpu", batch_size=500, on_batch=None):
+    """fn applied to x in batches; the results (NumPy) concatenated. on_batch(n), if given, is
+    told the size of each batch once it is done (a progress bar's update)."""
     outs = []
     with no_grad():
         for start in range(0, len(x), batch_size):
             batch = Tensor(x[start:start + batch_size], device=None if device == "cpu" else device)
             outs.append(backend.to_numpy(fn(batch).data))
+            if on_batch:
+                on_batch(len(outs[-1]))
     return np.concatenate(outs)
 
 

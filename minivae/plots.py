@@ -8,6 +8,7 @@ or needs a display. Images are grey, (N, 1, H, W) or (N, H, W), or colour, (N, 3
 values in [0, 1].
 """
 import math
+import os
 from pathlib import Path
 from statistics import NormalDist
 
@@ -21,9 +22,9 @@ try:
 except ImportError as exc:  # matplotlib is the optional "plot" extra
     raise ImportError("minivae.plots needs matplotlib: pip install 'minivae[plot]'") from exc
 
-__all__ = ["save_reconstructions", "save_samples", "save_latent_scatter", "save_manifold",
-           "manifold_image", "save_latent_histograms", "save_morph", "save_arithmetic",
-           "save_loss_curves", "tile_images"]
+__all__ = ["save_reconstructions", "save_samples", "save_latent_scatter", "draw_latent_scatter",
+           "save_manifold", "manifold_image", "save_latent_histograms", "save_morph", "save_arithmetic",
+           "save_loss_curves", "tile_images", "save_figure"]
 
 
 def _as_images(images, what="images"):
@@ -64,14 +65,20 @@ def _show(ax, picture):
     ax.set_yticks([])
 
 
-def _save(figure, path):
-    """Write the figure; a path without a suffix gets ".png" (as matplotlib would), so the path
-    returned is the file written."""
+def save_figure(figure, path):
+    """Write the figure, atomically (a temporary file, then a rename: an interrupted save leaves
+    the old picture or none); a path without a suffix gets ".png" (as matplotlib would), so the
+    path returned is the file written."""
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        figure.savefig(tmp, dpi=100, format=path.suffix[1:].lower())   # the format the name asks for
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -90,7 +97,7 @@ def save_reconstructions(originals, reconstructions, path, n=10):
         _show(ax, tile_images(images, count, gap=2))
         ax.set_ylabel(label)
     figure.suptitle("test images (top) and their reconstructions (bottom)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_samples(images, path, ncols=10):
@@ -103,36 +110,44 @@ def save_samples(images, path, ncols=10):
     _show(ax, tile_images(images, ncols, gap=2))
     ax.set_axis_off()
     ax.set_title(f"{len(images)} samples decoded from z ~ N(0, I)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_latent_scatter(z, labels, path, what="digit", class_names=None):
     """The test set's latent codes, coloured by class (`what` each image shows: "digit", "item"),
-    the colour bar labelled with `class_names` when given; the first two dimensions if there are
-    more. Without labels (None: a folder of images), one colour and no colour bar."""
+    the colour bar labelled with `class_names` when given; the first two dimensions if there are more."""
     z = backend.to_numpy(z)
-    labels = None if labels is None else backend.to_numpy(labels).astype(int).ravel()
-    if z.ndim != 2 or (labels is not None and len(z) != len(labels)):
-        raise ValueError(f"save_latent_scatter: expected z (N, D) and N labels, got z {z.shape} "
-                         f"and {len(labels)} labels")
+    if z.ndim != 2:
+        raise ValueError(f"save_latent_scatter: expected z (N, D), got z {z.shape}")
     figure = Figure(figsize=(7, 6), layout="constrained")
     ax = figure.add_subplot()
-    if labels is None:
-        ax.scatter(z[:, 0], z[:, 1], s=3, alpha=0.7, linewidths=0)
-    else:
-        # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
-        points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
-                            alpha=0.7, linewidths=0)
-        colorbar = figure.colorbar(points, ax=ax, ticks=range(10))
+    draw_latent_scatter(ax, z[:, :2], labels, what, class_names)
+    which = f"first 2 of {z.shape[1]} latent dimensions" if z.shape[1] > 2 else "2-D latent space"
+    ax.set_title(f"{len(z)} test images in the {which}" + (f", by {what}" if labels is not None else ""))
+    return save_figure(figure, path)
+
+
+def draw_latent_scatter(ax, points, labels, what="digit", class_names=None, axis_names=("z[0]", "z[1]")):
+    """Points (N, 2) on `ax`, coloured by their labels (N,) with a colour bar naming `what` and
+    `class_names`, or all in one colour when labels is None (a data set without classes)."""
+    points = backend.to_numpy(points)
+    if labels is not None:
+        labels = backend.to_numpy(labels).astype(int).ravel()
+    if points.ndim != 2 or points.shape[1] != 2 or (labels is not None and len(labels) != len(points)):
+        raise ValueError(f"draw_latent_scatter: expected points (N, 2) and N labels (or none), got "
+                         f"points {points.shape} and {'no' if labels is None else len(labels)} labels")
+    # one colour per digit: tab10 is ten distinct colours; the ±0.5 puts each on an integer
+    colours = (dict(color="tab:blue", alpha=0.5) if labels is None else
+               dict(c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, alpha=0.7))
+    drawn = ax.scatter(points[:, 0], points[:, 1], s=3, linewidths=0, **colours)
+    if labels is not None:
+        colorbar = ax.figure.colorbar(drawn, ax=ax, ticks=range(10))
         if class_names is not None:
             colorbar.set_ticklabels(class_names)
         colorbar.set_label(what)
         colorbar.solids.set_alpha(1)
-    ax.set_xlabel("z[0]")
-    ax.set_ylabel("z[1]")
-    which = f"first 2 of {z.shape[1]} latent dimensions" if z.shape[1] > 2 else "2-D latent space"
-    ax.set_title(f"{len(z)} test images in the {which}" + (f", by {what}" if labels is not None else ""))
-    return _save(figure, path)
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
 
 
 def manifold_image(decode, n=15, digit_size=28, latent_dim=2):
@@ -166,7 +181,7 @@ def save_manifold(decode, path, n=15, digit_size=28, latent_dim=2, what="digit")
     ax.set_ylabel("z[1]")
     held = "; z[2:] = 0" if latent_dim > 2 else ""
     ax.set_title(f"decoded {what}s over the latent plane (Gaussian quantiles 5%–95%{held})")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_loss_curves(metrics, path):
@@ -208,7 +223,7 @@ def save_loss_curves(metrics, path):
         ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)   # one epoch: a point in the middle
         ax.grid(alpha=0.3)
     axes[0].legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_latent_histograms(z, path, dims=50, ncols=10):
@@ -237,7 +252,7 @@ def save_latent_histograms(z, path, dims=50, ncols=10):
         ax.tick_params(labelsize=6)
     which = f"the first {dims} of {z.shape[1]} latent dimensions" if dims < z.shape[1] else "each latent dimension"
     figure.suptitle(f"{which}: {len(z):,} test images' codes (blue)\nagainst N(0, 1) (red)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_morph(images, path, ends=("from", "to")):
@@ -248,7 +263,7 @@ def save_morph(images, path, ends=("from", "to")):
     ax = figure.add_subplot()
     _show(ax, tile_images(images, count, gap=2))
     ax.set_title(f"{ends[0]} → {ends[1]}: {count} images decoded along the line between their codes")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_arithmetic(grid, strengths, attribute, path):
@@ -266,4 +281,4 @@ def save_arithmetic(grid, strengths, attribute, path):
     ax.set_xticks((w + 2) * np.arange(columns) + (w - 1) / 2, [f"{s:+g}" for s in strengths])
     ax.set_xlabel(f"z + s · ({attribute} direction), s =")
     ax.set_title(f"{attribute}: mean z with it − mean z without, added to {n} images")
-    return _save(figure, path)
+    return save_figure(figure, path)

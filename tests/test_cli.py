@@ -94,6 +94,8 @@ HAPPY = {   # command: (argv, what must then exist, what stdout must say)
               ["digits.png"], "digits.png"),
     "arithmetic": (["arithmetic", "faces_run", "--attribute", "Smiling", "--n", "2", "--sample", "4"],
                    ["arithmetic_Smiling.png"], "arithmetic_Smiling.png"),
+    "explore": (["explore", "run", "--at", "0.5,-1", "--save", "explored.png", "--no-progress"],
+                ["explored.png"], "explored.png"),
     "bench": (["bench", "--synthetic", "--steps", "1", "--batch-size", "4"], [], '"images_per_s"'),
     "profile": (["profile", "--synthetic", "--steps", "1", "--warmup", "0", "--batch-size", "4",
                  "--peak-size", "64"], [], "optimizer"),
@@ -305,7 +307,7 @@ def no_matplotlib(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", failing_import)
-    for module in ("plots", "pictures"):
+    for module in ("plots", "pictures", "explore"):
         monkeypatch.delitem(sys.modules, f"minivae.{module}", raising=False)
         monkeypatch.delattr(minivae, module, raising=False)
 
@@ -320,7 +322,7 @@ def test_without_matplotlib_train_still_trains_and_says_how_to_get_pictures(here
     assert err.count("\n") == 1 and "pip install 'minivae[plot]'" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["plot", "run"], ["sample", "run"]])
+@pytest.mark.parametrize("argv", [["plot", "run"], ["sample", "run"], ["explore", "run"]])
 def test_without_matplotlib_the_picture_commands_say_so_in_one_line(here, capsys, no_matplotlib, argv):
     before = snapshot(here)
     code, out, err = run_cli(capsys, *argv)
@@ -330,7 +332,8 @@ def test_without_matplotlib_the_picture_commands_say_so_in_one_line(here, capsys
 
 # ---- one device parser --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [["train"], ["bench"], ["plot", "run"], ["sample", "run"]])
+@pytest.mark.parametrize("command", [["train"], ["bench"], ["plot", "run"], ["sample", "run"],
+                                     ["explore", "run"]])
 @pytest.mark.parametrize("given, parsed", [("cpu", "cpu"), ("CPU", "cpu"), ("Cuda:1", "cuda:1"),
                                            ("gpu", "cuda")])
 def test_every_command_reads_devices_alike(command, given, parsed):

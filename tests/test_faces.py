@@ -13,7 +13,7 @@ pytest.importorskip("PIL")
 
 import minivae  # noqa: E402
 from helpers import faces_folder, write_attributes  # noqa: E402
-from minivae import cli, data, explore, plots, train  # noqa: E402
+from minivae import cli, data, latent_commands, plots, train  # noqa: E402
 from minivae.tensor import no_grad  # noqa: E402
 
 N_IMAGES = 20
@@ -73,7 +73,7 @@ def test_arithmetic_decodes_z_plus_s_times_the_attribute_direction(here, faces_r
     drawn = []
     monkeypatch.setattr(plots, "save_arithmetic", lambda grid, strengths, attribute, out: drawn.append(grid))
     model, config, _ = train.load_run_model(run)
-    explore.arithmetic(model, config, run, "Smiling", table, n=2, strengths=[0.0, 2.5], sample=100,
+    latent_commands.arithmetic(model, config, run, "Smiling", table, n=2, strengths=[0.0, 2.5], sample=100,
                        seed=0, out="x.png", log=lambda line: None)
     (grid,) = drawn
 

@@ -97,7 +97,7 @@ def test_gradcheck_of_a_fused_conv(activation):
 @pytest.mark.parametrize("model", PRESETS)
 def test_a_training_step_of_each_book_model_has_the_same_bits_fused_or_not(model, path, keep_global_rng_state,
                                                                           monkeypatch):
-    x = Tensor(np.random.default_rng(1).random((3, 1, 28, 28), dtype=np.float32))
+    x = Tensor(np.random.default_rng(1).random((3,) + PRESETS[model].build().input_shape, dtype=np.float32))
     results = []
     for fuse in (True, False):
         monkeypatch.setitem(nn.FUSE, "enabled", fuse)

@@ -182,7 +182,7 @@ def test_save_loss_curves_refuses_no_metrics(tmp_path):
 def drawn(monkeypatch):
     """The figures the plots would save, kept for inspection (nothing is written)."""
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: figures.append(figure) or path)
     return figures
 
 
