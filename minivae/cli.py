@@ -118,16 +118,12 @@ PICTURE_IMAGES = 2000   # a folder's test images the pictures encode, at most (M
 
 
 def _pictures_test_set(config):
-    """(images, labels or None) of the run's test set for its pictures: MNIST's whole test set,
-    or a folder's first PICTURE_IMAGES test images (its whole test set could be gigabytes)."""
-    test_set = data.open_dataset(config, "test", quiet=True)
-    count = len(test_set) if test_set.labels is not None else min(len(test_set), PICTURE_IMAGES)
-    return test_set.images(range(count)), test_set.labels
+    """The run's test set for its pictures: MNIST's whole test set, or a folder's first
+    PICTURE_IMAGES test images (its whole test set could be gigabytes)."""
+    return _run_test_set(config, PICTURE_IMAGES if getattr(config, "images", None) else 0)
 
 
 def cmd_sample(args):
-    import numpy as np
-
     from . import train
     from .tensor import Tensor, no_grad
     plots = _needs_matplotlib("plots")
@@ -170,7 +166,7 @@ def cmd_explore(args):
         raise ValueError(f"{run.checkpoint}: no checkpoint yet (a run writes its first at the end of its "
                          "first epoch)")
     model, config, meta = train.load_run_model(args.run_dir, args.device)
-    images, labels = _run_test_set(config, model.input_shape, args.limit)
+    images, labels = _run_test_set(config, args.limit)
     epochs = f"{meta['epoch']} epoch{'s' * (meta['epoch'] != 1)}"
     trained = f"{epochs} and {meta['step']} steps" if meta["step"] else epochs   # a Ctrl-C'd run: mid-epoch
     path = explore.run(model, images, labels, what=data.WHAT.get(config.dataset, "image"),
@@ -182,10 +178,10 @@ def cmd_explore(args):
         print(path)
 
 
-def _run_test_set(config, image_shape, limit=0):
+def _run_test_set(config, limit=0):
     """A run's first `limit` (0: all) test images (N, C, H, W) in [0, 1] and their labels (N,), or
     None for a data set without classes (a folder of images)."""
-    test_set = data.open_dataset(config, "test", image_shape, quiet=True)
+    test_set = data.open_dataset(config, "test", quiet=True)
     n = min(limit, len(test_set)) if limit else len(test_set)
     return test_set.images(np.arange(n)), None if test_set.labels is None else test_set.labels[:n]
 
