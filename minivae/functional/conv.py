@@ -112,7 +112,7 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
     """The convolution of x by the kernel array w_data (C_out, C_in, kH, kW) as the op `op` with
     inputs (x, w, b), followed by `activation` where given; weight_grad maps the gradient for
     w_data to the one for w."""
-    if winograd.suits(x.data, w_data, stride):
+    if winograd.suits(x.data, w_data, stride, pads):
         return _winograd(x, w, b, w_data, pads, out_shape, op, activation, weight_grad)
     cols, y = _correlate(x.data, w_data, stride, pads,        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
                          None if b is None else b.data, activation)
