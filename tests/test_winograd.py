@@ -17,9 +17,10 @@ pytest.importorskip("numba")
 
 @pytest.fixture(autouse=True)
 def small_shapes_too(monkeypatch):
-    """Take the Winograd path at the tests' small shapes (it needs 768 tile columns by default)."""
+    """Take the Winograd path at the tests' small shapes and odd sizes too."""
     monkeypatch.setattr(winograd, "MIN_COLUMNS", 1)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 2)
+    monkeypatch.setattr(winograd, "MAX_SPARE", 4.0)
 
 
 def run(op, arrays, kwargs, g, on):
@@ -140,6 +141,7 @@ def test_the_kernel_gradient_is_the_adjoint_of_the_kernel_transform():
 def test_which_convolutions_take_the_path(monkeypatch):
     monkeypatch.setattr(winograd, "MIN_COLUMNS", 768)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
+    monkeypatch.setattr(winograd, "MAX_SPARE", 1.2)
     x = np.zeros((16, 64, 14, 14), np.float32)       # Chollet's 14×14 layers at batch 16: 7·7·16 = 784 columns
     w = np.zeros((64, 64, 3, 3), np.float32)
     same = (1, 1, 1, 1)
@@ -148,6 +150,8 @@ def test_which_convolutions_take_the_path(monkeypatch):
     assert not winograd.suits(x, np.zeros((64, 64, 5, 5), np.float32), (1, 1), same)   # not 3×3
     assert not winograd.suits(x[:, :1], w[:, :1], (1, 1), same)                    # one channel in
     assert not winograd.suits(x[:, :, :7, :7], w, (1, 1), same)                   # 7×7: 4·4·16 columns
+    assert not winograd.suits(np.zeros((128, 64, 7, 7), np.float32), w, (1, 1), same)  # 64 tile outputs for 49
+    assert winograd.suits(np.zeros((16, 64, 28, 28), np.float32), w, (1, 1), same)
     assert not winograd.suits(x.astype(np.float16), w.astype(np.float16), (1, 1), same)
     monkeypatch.setitem(winograd.settings, "enabled", False)                       # MINIVAE_WINOGRAD=never
     assert not winograd.suits(x, w, (1, 1), same)
