@@ -40,8 +40,12 @@ _compiled = {}    # name -> the compiled kernel, filled at the first use
 
 def use_for(*arrays):
     """Run these kernels on these arrays? float32 NumPy arrays, with the kernels on and Numba there."""
-    return (settings["enabled"] and all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in arrays)
-            and _compile())
+    return all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in arrays) and available()
+
+
+def available():
+    """Are the kernels on, and Numba there (compiled, or loaded from the cache, at the first ask)?"""
+    return settings["enabled"] and _compile()
 
 
 def describe():
@@ -59,11 +63,17 @@ def _compile():
             return False
         for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
                        product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
-            # error_model="numpy": a float division by zero gives inf or NaN, as in NumPy, instead of
-            # raising; without it every division is checked first, and RMSprop's and Adam's loops
-            # could not be vectorized (8x slower, the same bits)
-            _compiled[kernel.__name__] = numba.njit(cache=True, nogil=True, error_model="numpy")(kernel)
+            _compiled[kernel.__name__] = jit(kernel)
     return True
+
+
+def jit(kernel):
+    """kernel compiled by Numba as every kernel of ours is: without the GIL (so that the threads of
+    minivae/threads.py run at once), cached on disk, and with error_model="numpy": a float division
+    by zero gives inf or NaN, as in NumPy, instead of raising; without it every division is checked
+    first, and RMSprop's and Adam's loops could not be vectorized (8x slower, the same bits)."""
+    import numba
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(kernel)
 
 
 def im2col(x_chwn, cols, sh, sw, top, left):

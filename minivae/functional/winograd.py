@@ -1,0 +1,334 @@
+"""Winograd's F(2×2, 3×3): a 3×3, stride-1 convolution with 2.25× fewer multiply-adds than im2col.
+
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015.) The output is cut into
+2×2 tiles. The 4×4 input patch d that a tile reads and the 3×3 kernel g are each taken to a 4×4
+"Winograd space", where the convolution of the two becomes an elementwise product:
+
+    y_tile = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A          (2×2 outputs from a 4×4 patch)
+
+        Bᵀ = [1  0 -1  0]     G = [1    0    0 ]     Aᵀ = [1  1  1  0]
+             [0  1  1  0]         [1/2  1/2  1/2]          [0  1 -1 -1]
+             [0 -1  1  0]         [1/2 -1/2  1/2]
+             [0  1  0 -1]         [0    0    1 ]
+
+In 1-D, y0 = m0 + m1 + m2 = d0·g0 + d1·g1 + d2·g2 and y1 = m1 - m2 - m3 = d1·g0 + d2·g1 + d3·g2:
+four products instead of six; in 2-D, 16 instead of 36. Summed over the input channels, each of
+the 16 entries ξ of Winograd space is one matrix product:
+
+    M[ξ] = U[ξ] @ V[ξ],   U[ξ] = (G g Gᵀ)[ξ] (C_out, C_in),   V[ξ] = (Bᵀ d B)[ξ] (C_in, tiles·N)
+
+16 multiply-adds per 4 outputs where im2col's W @ cols does 9 per output. The transforms only add,
+subtract and halve (1/2 is exact in binary), and the patches are 4 numbers per input pixel where
+im2col copies 9, so this is faster wherever the products dominate: 64 channels in and out.
+
+The backward pass is the adjoint of each step, read from the right:
+
+    dM[ξ] = (A dY Aᵀ)[ξ]                               (each 2×2 tile of dL/dy)
+    dU[ξ] = dM[ξ] @ V[ξ]ᵀ,   dL/dw = Gᵀ dU G          (the forward pass's V is kept for this)
+    dV[ξ] = U[ξ]ᵀ @ dM[ξ],   dL/dx = B dV Bᵀ, each tile's 4×4 added back onto the patch it read
+
+The numbers are those of im2col's path up to float rounding (tests/test_winograd.py checks both
+against each other, and the gradients by central differences in float64). The 16 products are
+shared out whole among the threads, so the bits do not depend on the thread count. The transforms
+are Numba kernels (below), looping over channels and tiles with the batch innermost, where the
+convolutions keep it (CHWN, see im2col.py); so this path runs where Numba does, on NumPy arrays.
+"""
+import os
+
+import numpy as np
+
+from .. import cpu_kernels, threads
+from ..workspace import workspace
+
+settings = {"enabled": os.environ.get("MINIVAE_WINOGRAD", "auto") != "never"}
+MIN_CHANNELS = 16       # with fewer channels in or out the 16 products are too thin to pay for the transforms
+MIN_COLUMNS = 768       # nor with fewer tiles·images: at 14×14 and batch 16 (784 of them) the layer ran
+                        # 26% faster than by im2col, at 7×7 and batch 16 (256) 10% slower
+MAX_SPARE = 1.2         # nor where the tiles cover 20% more than the output: a 7×7 output takes 4×4 tiles
+                        # of 2×2, 64 outputs for 49 (at batch 128, 11% faster by the layer, 2% by the step)
+_compiled = {}
+
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])   # the kernel's transform
+
+
+def suits(x, w, stride, pads):
+    """Does conv2d(x, w) with this stride and padding take this path? A 3×3 kernel, stride 1, at
+    least MIN_CHANNELS channels in and out, MIN_COLUMNS columns in the products, tiles that fit
+    the output (MAX_SPARE), float32 or float64 NumPy arrays, and the CPU kernels on (Numba there)."""
+    if not (settings["enabled"] and stride == (1, 1) and w.shape[2:] == (3, 3)
+            and min(w.shape[:2]) >= MIN_CHANNELS and isinstance(x, np.ndarray)):
+        return False
+    n, _, h, wd = x.shape
+    top, bottom, left, right = pads
+    oh, ow = h + top + bottom - 2, wd + left + right - 2
+    tiles = -(-oh // 2) * -(-ow // 2)
+    return (tiles * n >= MIN_COLUMNS and 4 * tiles <= MAX_SPARE * oh * ow and x.dtype == w.dtype
+            and x.dtype in (np.float32, np.float64) and _compile())
+
+
+def forward(x, w, pads, bias=None, activation=None):
+    """conv2d of x (N, C_in, H, W) by w (C_out, C_in, 3, 3), stride 1, padding pads (top, bottom,
+    left, right), plus bias (C_out,) and then an activations.Fused where given.
+    Returns (kept, y): what backward needs, and y as the CHWN array (C_out, OH, OW, N)."""
+    n, c, h, wd = x.shape
+    top, bottom, left, right = pads
+    oh, ow = h + top + bottom - 2, wd + left + right - 2
+    th, tw = -(-oh // 2), -(-ow // 2)                          # 2×2 output tiles down and across
+    padded = workspace.zeros((c, 2 * th + 2, 2 * tw + 2, n), x.dtype)   # x with whole tiles' borders
+    padded[:, top:top + h, left:left + wd] = x.transpose(1, 2, 3, 0)
+    v = _tile_rows(c, th * tw, n, x.dtype)
+    _by_channels("input_tiles", c, v.size, padded, v)
+    u = kernel_transform(w)                                        # (16, C_out, C_in)
+    m = _tile_rows(w.shape[0], th * tw, n, x.dtype)
+    _products(u, _matrices(v, c), _matrices(m, w.shape[0]))
+    y = workspace.empty((w.shape[0], 2 * th, 2 * tw, n), x.dtype)     # y in whole tiles
+    kind, slope = _activation_code(activation, x.dtype)
+    _by_channels("output_tiles", w.shape[0], m.size, m, y, bias, kind, slope)
+    if (oh, ow) != y.shape[1:3]:        # an odd size: the last row or column of tiles cropped off
+        y = _copy(y[:, :oh, :ow])
+    return (u, v, x.shape, pads), y
+
+
+def backward(g, kept, need_dx=True, need_dw=True):
+    """dL/dx (as a CHWN array (C_in, H, W, N)) and dL/dw (C_out, C_in, 3, 3) of forward's
+    convolution for dL/dy = g (N, C_out, OH, OW), before the bias and activation (each None where
+    not needed)."""
+    u, v, (n, c, h, wd), (top, bottom, left, right) = kept
+    o, oh, ow = g.shape[1:]
+    th, tw = -(-oh // 2), -(-ow // 2)
+    dm = _tile_rows(o, th * tw, n, g.dtype)
+    g_tiles = g.transpose(1, 2, 3, 0)                                   # g in whole tiles, CHWN
+    if (oh, ow) != (2 * th, 2 * tw) or not g_tiles.flags.c_contiguous:
+        g_tiles = workspace.zeros((o, 2 * th, 2 * tw, n), g.dtype)
+        g_tiles[:, :oh, :ow] = g.transpose(1, 2, 3, 0)
+    _by_channels("gradient_tiles", o, dm.size, g_tiles, dm)
+    dw = dx = None
+    if need_dw:
+        du = _products(_matrices(dm, o), _matrices(v, c).transpose(0, 2, 1), workspace.empty((16, o, c), g.dtype))
+        dw = kernel_gradient(du)
+    if need_dx:
+        dv = _tile_rows(c, th * tw, n, g.dtype)
+        _products(u.transpose(0, 2, 1), _matrices(dm, o), _matrices(dv, c))
+        patches = workspace.empty((c, 4, 4, th, tw, n), g.dtype)
+        _by_channels("patch_gradients", c, dv.size, dv, patches)
+        dx = workspace.empty((c, h, wd, n), g.dtype)
+        cpu_kernels.col2im(patches, dx, 2, 2, top, left)           # each patch added back where it was read
+    return dx, dw
+
+
+def _tile_rows(channels, tiles, batch, dtype):
+    """The 16 entries of Winograd space for `tiles` tiles of each of `channels` channels, each
+    entry (channels·tiles + 1, batch): one tile more than needed (see the kernels below)."""
+    return workspace.empty((16, channels * tiles + 1, batch), dtype)
+
+
+def _matrices(rows, channels):
+    """The 16 matrices (channels, tiles·N) in _tile_rows: a view."""
+    return rows[:, :rows.shape[1] - 1].reshape(16, channels, -1)
+
+
+def kernel_transform(w):
+    """U = G g Gᵀ for every (output, input) channel pair of w (C_out, C_in, 3, 3): (16, C_out, C_in).
+    Entry ξ = 4·a + b is Σ_ij G[a, i]·G[b, j]·g[i, j]: one product with the 16×9 matrix G ⊗ G."""
+    u = workspace.empty((16, w.shape[0] * w.shape[1]), w.dtype)
+    with threads.one_blas_thread():   # OpenBLAS's own threads would then spin, in our threads' way
+        np.matmul(_g_kron(w.dtype), w.reshape(-1, 9).T, out=u)
+    return u.reshape(16, *w.shape[:2])
+
+
+def kernel_gradient(du):
+    """dL/dg = Gᵀ dU G, the adjoint of kernel_transform: (16, C_out, C_in) -> (C_out, C_in, 3, 3)."""
+    dg = workspace.empty((du.shape[1] * du.shape[2], 9), du.dtype)
+    with threads.one_blas_thread():
+        np.matmul(du.reshape(16, -1).T, _g_kron(du.dtype), out=dg)
+    return dg.reshape(*du.shape[1:], 3, 3)
+
+
+def _g_kron(dtype):
+    """G ⊗ G (16×9): row 4·a + b, column 3·i + j holds G[a, i]·G[b, j] (0, ±1/4, ±1/2 or 1, exact)."""
+    if dtype not in _G_KRON:
+        _G_KRON[dtype] = np.kron(G, G).astype(dtype)
+    return _G_KRON[dtype]
+
+
+_G_KRON = {}
+
+
+def _copy(a):
+    """a contiguous workspace copy of a."""
+    out = workspace.empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def _products(a, b, out):
+    """out[ξ] = a[ξ] @ b[ξ] for the 16 ξ, the products shared out whole among the threads (each a
+    one-thread BLAS product), so that each is computed the same way on any thread count."""
+    parts = min(threads.count(), max(1, 2 * out[0].size * 16 * a.shape[2] // threads.MIN_SPLIT_FLOPS))
+    pieces = [slice(*p) for p in threads.bounds(16, parts)]
+    with threads.one_blas_thread():
+        threads.run(lambda k: np.matmul(a[pieces[k]], b[pieces[k]], out=out[pieces[k]]), parts)
+    return out
+
+
+def _by_channels(name, channels, size, *args):
+    """The kernel `name`(*args, c0, c1) for one range [c0, c1) of channels per thread, at once."""
+    parts = max(1, min(threads.count(), channels, size // threads.MIN_PIECE))
+    pieces = threads.bounds(channels, parts)
+    threads.run(lambda k: _compiled[name](*args, *pieces[k]), parts)
+
+
+def _activation_code(activation, dtype):
+    """(kind, slope) for the output kernel: 0 none, 1 relu, 2 leaky_relu with that slope, a number
+    of the arrays' dtype as activations.Fused multiplies by it."""
+    if activation is None or activation.negative_slope is None:
+        return (0 if activation is None else 1), dtype.type(0)
+    return 2, dtype.type(activation.negative_slope)
+
+
+def _compile():
+    """Compile the kernels below (or load them from the cache) once; False where the CPU kernels
+    are off (MINIVAE_CPU_KERNELS=never) or Numba is missing."""
+    if not cpu_kernels.available():
+        return False
+    if not _compiled:
+        for kernel in (input_tiles, output_tiles, gradient_tiles, patch_gradients):
+            _compiled[kernel.__name__] = cpu_kernels.jit(kernel)
+    return True
+
+
+# ---- the transforms: Numba kernels ---------------------------------------------------------------
+#
+# Each walks the tiles of its channels, and for each tile loops over the images n (the innermost
+# axis of every array here) in a few loops that Numba's compiler turns into SIMD instructions.
+# (It does not where a loop's index is anything but n plus numbers fixed for the loop, or where it
+# stores to more than about 12 places: it would first have to check that none of them overlaps
+# another, and gives up. So each loop makes one row of a tile.)
+# The 16 entries ξ of Winograd space are v[ξ] (the products' V[ξ], M[ξ]): v[ξ, tile, n], tile
+# (c·TH + ty)·TW + tx. One tile more than that needs: 4 KiB apart, the 16 places a loop writes
+# would fall in the same few sets of the cache (2-6x slower). The callers pad the images to
+# whole tiles, so no kernel looks for the edge of an image.
+
+def input_tiles(x, v, c0, c1):
+    """v[4·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 4×4 patch d of x (C, 2·TH + 2,
+    2·TW + 2, N) whose corner is (2·ty, 2·tx): neighbouring patches overlap by 2, as their 2×2
+    output tiles sit side by side."""
+    th, tw, batch = (x.shape[1] - 2) // 2, (x.shape[2] - 2) // 2, x.shape[3]
+    for c in range(c0, c1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile, r, s = (c * th + ty) * tw + tx, 2 * ty, 2 * tx
+                for i in range(4):
+                    # row i of Bᵀ d is (d0 - d2, d1 + d2, d2 - d1, d1 - d3)[i] = row p ∓ row q of d;
+                    # that row (t0..t3) times B: (t0 - t2, t1 + t2, t2 - t1, t1 - t3)
+                    p, q, e = r + (0, 1, 2, 1)[i], r + (2, 2, 1, 3)[i], 4 * i
+                    if i == 1:
+                        for n in range(batch):
+                            t0, t1 = x[c, p, s, n] + x[c, q, s, n], x[c, p, s + 1, n] + x[c, q, s + 1, n]
+                            t2, t3 = x[c, p, s + 2, n] + x[c, q, s + 2, n], x[c, p, s + 3, n] + x[c, q, s + 3, n]
+                            v[e, tile, n], v[e + 1, tile, n], v[e + 2, tile, n], v[e + 3, tile, n] = (
+                                t0 - t2, t1 + t2, t2 - t1, t1 - t3)
+                    else:
+                        for n in range(batch):
+                            t0, t1 = x[c, p, s, n] - x[c, q, s, n], x[c, p, s + 1, n] - x[c, q, s + 1, n]
+                            t2, t3 = x[c, p, s + 2, n] - x[c, q, s + 2, n], x[c, p, s + 3, n] - x[c, q, s + 3, n]
+                            v[e, tile, n], v[e + 1, tile, n], v[e + 2, tile, n], v[e + 3, tile, n] = (
+                                t0 - t2, t1 + t2, t2 - t1, t1 - t3)
+
+
+def output_tiles(m, y, bias, kind, slope, o0, o1):
+    """y[o, 2·ty + a, 2·tx + b] = (Aᵀ M A)[a, b] for the 4×4 M = m[:, tile (o, ty, tx)]
+    (+ bias[o]), then relu (kind 1) or leaky_relu (kind 2, that slope) as activations.Fused
+    applies them (y <= 0 becomes 0 or slope·y). y (C_out, 2·TH, 2·TW, N)."""
+    th, tw, batch = y.shape[1] // 2, y.shape[2] // 2, y.shape[3]
+    for o in range(o0, o1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile, r, s = (o * th + ty) * tw + tx, 2 * ty, 2 * tx
+                # row 0 of Aᵀ M is M0 + M1 + M2, row 1 is M1 - M2 - M3 (M0..M3 the rows of M: entries
+                # 0-3, 4-7, 8-11, 12-15 of m); each row (t0..t3) times A: (t0 + t1 + t2, t1 - t2 - t3)
+                for n in range(batch):
+                    t0 = m[0, tile, n] + m[4, tile, n] + m[8, tile, n]
+                    t1 = m[1, tile, n] + m[5, tile, n] + m[9, tile, n]
+                    t2 = m[2, tile, n] + m[6, tile, n] + m[10, tile, n]
+                    t3 = m[3, tile, n] + m[7, tile, n] + m[11, tile, n]
+                    y[o, r, s, n], y[o, r, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
+                for n in range(batch):
+                    t0 = m[4, tile, n] - m[8, tile, n] - m[12, tile, n]
+                    t1 = m[5, tile, n] - m[9, tile, n] - m[13, tile, n]
+                    t2 = m[6, tile, n] - m[10, tile, n] - m[14, tile, n]
+                    t3 = m[7, tile, n] - m[11, tile, n] - m[15, tile, n]
+                    y[o, r + 1, s, n], y[o, r + 1, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
+                if bias is None and kind == 0:
+                    continue
+                for a in range(2):        # the bias and the activation, on the tile while it is in the cache
+                    for b in range(2):
+                        for n in range(batch):
+                            value = y[o, r + a, s + b, n]
+                            if bias is not None:
+                                value = value + bias[o]
+                            if kind == 1:
+                                value = 0 if value <= 0 else value
+                            elif kind == 2:
+                                value = value * slope if value <= 0 else value
+                            y[o, r + a, s + b, n] = value
+
+
+def gradient_tiles(g, dm, o0, o1):
+    """dm[:, tile (o, ty, tx)] = A G Aᵀ for the 2×2 tile G of g (C_out, 2·TH, 2·TW, N) at
+    (2·ty, 2·tx): the adjoint of output_tiles."""
+    th, tw, batch = g.shape[1] // 2, g.shape[2] // 2, g.shape[3]
+    for o in range(o0, o1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile, r, s = (o * th + ty) * tw + tx, 2 * ty, 2 * tx
+                # the rows of A G are G0, G0 + G1, G0 - G1 and -G1, for G0 and G1 the tile's rows r and
+                # r + 1; each row (t0, t1) times Aᵀ: (t0, t0 + t1, t0 - t1, -t1), entries 4·i to 4·i + 3
+                for n in range(batch):
+                    t0, t1 = g[o, r, s, n], g[o, r, s + 1, n]
+                    dm[0, tile, n], dm[1, tile, n], dm[2, tile, n], dm[3, tile, n] = t0, t0 + t1, t0 - t1, -t1
+                for n in range(batch):
+                    t0, t1 = g[o, r, s, n] + g[o, r + 1, s, n], g[o, r, s + 1, n] + g[o, r + 1, s + 1, n]
+                    dm[4, tile, n], dm[5, tile, n], dm[6, tile, n], dm[7, tile, n] = t0, t0 + t1, t0 - t1, -t1
+                for n in range(batch):
+                    t0, t1 = g[o, r, s, n] - g[o, r + 1, s, n], g[o, r, s + 1, n] - g[o, r + 1, s + 1, n]
+                    dm[8, tile, n], dm[9, tile, n], dm[10, tile, n], dm[11, tile, n] = t0, t0 + t1, t0 - t1, -t1
+                for n in range(batch):
+                    t0, t1 = -g[o, r + 1, s, n], -g[o, r + 1, s + 1, n]
+                    dm[12, tile, n], dm[13, tile, n], dm[14, tile, n], dm[15, tile, n] = t0, t0 + t1, t0 - t1, -t1
+
+
+def patch_gradients(dv, patches, c0, c1):
+    """patches[c, i, j, ty, tx] = (B dV Bᵀ)[i, j] for the 4×4 dV = dv[:, tile (c, ty, tx)]: the
+    adjoint of input_tiles, short of adding each patch back where it was read (col2im's job).
+    patches (C, 4, 4, TH, TW, N), as im2col lays out 4×4 patches at stride 2."""
+    th, tw, batch = patches.shape[3], patches.shape[4], patches.shape[5]
+    for c in range(c0, c1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile = (c * th + ty) * tw + tx
+                # the rows of B dV are V0, V1 - V2 + V3, V1 + V2 - V0 and -V3, for V0..V3 the rows of dV
+                # (entries 0-3, 4-7, 8-11, 12-15 of dv); each row (t0..t3) times Bᵀ:
+                # (t0, t1 - t2 + t3, t1 + t2 - t0, -t3), row i of the patch
+                for n in range(batch):
+                    t0, t1, t2, t3 = dv[0, tile, n], dv[1, tile, n], dv[2, tile, n], dv[3, tile, n]
+                    patches[c, 0, 0, ty, tx, n], patches[c, 0, 1, ty, tx, n] = t0, t1 - t2 + t3
+                    patches[c, 0, 2, ty, tx, n], patches[c, 0, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                for n in range(batch):
+                    t0 = dv[4, tile, n] - dv[8, tile, n] + dv[12, tile, n]
+                    t1 = dv[5, tile, n] - dv[9, tile, n] + dv[13, tile, n]
+                    t2 = dv[6, tile, n] - dv[10, tile, n] + dv[14, tile, n]
+                    t3 = dv[7, tile, n] - dv[11, tile, n] + dv[15, tile, n]
+                    patches[c, 1, 0, ty, tx, n], patches[c, 1, 1, ty, tx, n] = t0, t1 - t2 + t3
+                    patches[c, 1, 2, ty, tx, n], patches[c, 1, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                for n in range(batch):
+                    t0 = dv[4, tile, n] + dv[8, tile, n] - dv[0, tile, n]
+                    t1 = dv[5, tile, n] + dv[9, tile, n] - dv[1, tile, n]
+                    t2 = dv[6, tile, n] + dv[10, tile, n] - dv[2, tile, n]
+                    t3 = dv[7, tile, n] + dv[11, tile, n] - dv[3, tile, n]
+                    patches[c, 2, 0, ty, tx, n], patches[c, 2, 1, ty, tx, n] = t0, t1 - t2 + t3
+                    patches[c, 2, 2, ty, tx, n], patches[c, 2, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                for n in range(batch):
+                    t0, t1, t2, t3 = -dv[12, tile, n], -dv[13, tile, n], -dv[14, tile, n], -dv[15, tile, n]
+                    patches[c, 3, 0, ty, tx, n], patches[c, 3, 1, ty, tx, n] = t0, t1 - t2 + t3
+                    patches[c, 3, 2, ty, tx, n], patches[c, 3, 3, ty, tx, n] = t1 + t2 - t0, -t3

@@ -1,0 +1,157 @@
+"""Winograd's F(2×2, 3×3) (minivae/functional/winograd.py) computes the 3×3 stride-1 convolutions
+that im2col's path computes, which stays the reference: the same numbers to rounding, forward and
+backward, with and without bias and fused activation; gradients right by central differences; the
+same bits on any thread count. And it is taken exactly where it should be."""
+import numpy as np
+import pytest
+from helpers import Case, randn
+
+from minivae import functional as F
+from minivae import threads
+from minivae.functional import winograd
+from minivae.functional.activations import Fused
+from minivae.tensor import Tensor
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture(autouse=True)
+def small_shapes_too(monkeypatch):
+    """Take the Winograd path at the tests' small shapes and odd sizes too."""
+    monkeypatch.setattr(winograd, "MIN_COLUMNS", 1)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 2)
+    monkeypatch.setattr(winograd, "MAX_SPARE", 4.0)
+
+
+def run(op, arrays, kwargs, g, on):
+    """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the Winograd path on or off."""
+    previous = winograd.settings["enabled"]
+    winograd.settings["enabled"] = on
+    try:
+        x, w, b = (Tensor(a, requires_grad=True) for a in arrays)
+        y = op(x, w, b, **kwargs)
+        y.backward(g)
+        return [np.array(a) for a in (y.data, x.grad, w.grad, b.grad)]
+    finally:
+        winograd.settings["enabled"] = previous
+
+
+LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
+    "same, even": (F.conv2d, (3, 4, 8, 6), (5, 4, 3, 3), {"padding": "same"}),
+    "same, odd sizes": (F.conv2d, (2, 3, 7, 5), (4, 3, 3, 3), {"padding": "same"}),
+    "valid": (F.conv2d, (2, 4, 9, 6), (4, 4, 3, 3), {"padding": "valid"}),
+    "padding 2": (F.conv2d, (2, 3, 5, 4), (3, 3, 3, 3), {"padding": 2}),
+    "padding (0, 1)": (F.conv2d, (2, 3, 6, 5), (3, 3, 3, 3), {"padding": (0, 1)}),
+    "a 1×1 image": (F.conv2d, (2, 3, 1, 1), (3, 3, 3, 3), {"padding": 1}),
+    "transposed, widening (the turned kernel)": (F.conv_transpose2d, (2, 3, 6, 7), (3, 5, 3, 3), {"padding": 1}),
+    "transposed, no padding": (F.conv_transpose2d, (2, 4, 5, 5), (4, 4, 3, 3), {}),
+}
+ACTIVATIONS = {"none": None, "relu": Fused(), "leaky_relu 0.3": Fused(0.3)}
+
+
+def inputs(op, x_shape, w_shape, dtype):
+    b_size = w_shape[0] if op is F.conv2d else w_shape[1]
+    return [randn(*x_shape, seed=1).astype(dtype), randn(*w_shape, seed=2).astype(dtype),
+            randn(b_size, seed=3).astype(dtype)]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
+@pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_winograd_gives_the_numbers_of_im2col(layer, activation, dtype):
+    op, x_shape, w_shape, kwargs = layer
+    arrays = inputs(op, x_shape, w_shape, dtype)
+    assert winograd.suits(arrays[0], arrays[1] if op is F.conv2d else arrays[1].transpose(1, 0, 2, 3),
+                          (1, 1), (1, 1, 1, 1))
+    kwargs = dict(kwargs, activation=activation)
+    g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(dtype)
+    fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
+    tolerance = 1e-12 if dtype == np.float64 else 2e-6
+    for name, ours, theirs in zip(["y", "dL/dx", "dL/dw", "dL/db"], fast, reference):
+        assert ours.dtype == dtype
+        scale = np.abs(theirs).max()
+        assert np.abs(ours - theirs).max() <= tolerance * scale, name
+
+
+def test_the_path_is_taken_and_differs_in_rounding_only():
+    """A check that the test above compares two paths: in float32 they differ in the last bits."""
+    op, x_shape, w_shape, kwargs = LAYERS["same, even"]
+    arrays = inputs(op, x_shape, w_shape, np.float32)
+    g = randn(3, 5, 8, 6, seed=4).astype(np.float32)
+    fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
+    assert not np.array_equal(fast[0], reference[0])
+
+
+GRADCHECK_CASES = [  # float64 central differences through the Winograd path (the autouse fixture)
+    Case(op="conv2d", id="winograd-same-odd", inputs=[randn(2, 3, 5, 3, seed=1), randn(2, 3, 3, 3, seed=2),
+                                                      randn(2, seed=3)],
+         fn=lambda x, w, b: F.conv2d(x, w, b, padding="same")),
+    Case(op="conv2d", id="winograd-valid-no-bias", inputs=[randn(2, 2, 6, 5, seed=1), randn(3, 2, 3, 3, seed=2)],
+         fn=lambda x, w: F.conv2d(x, w)),
+    Case(op="conv_transpose2d", id="winograd-turned", inputs=[randn(2, 2, 3, 4, seed=1),
+                                                              randn(2, 3, 3, 3, seed=2), randn(3, seed=3)],
+         fn=lambda x, w, b: F.conv_transpose2d(x, w, b, padding=1)),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=str)
+def test_gradcheck(case):
+    case.check()
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch):
+    op, x_shape, w_shape, kwargs = LAYERS["same, odd sizes"]
+    arrays = inputs(op, x_shape, w_shape, np.float32)
+    g = randn(2, 4, 7, 5, seed=4).astype(np.float32)
+    previous = threads.count()
+    try:
+        threads.set_count(1)
+        alone = run(op, arrays, kwargs, g, True)
+        monkeypatch.setattr(threads, "MIN_PIECE", 16)        # split the transforms of these small arrays
+        monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)   # and the 16 products
+        threads.set_count(count)
+        shared = run(op, arrays, kwargs, g, True)
+    finally:
+        threads.set_count(previous)
+    for ours, theirs in zip(shared, alone):
+        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+@pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
+def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
+    """As for im2col's path (tests/test_fused.py): the activation applied in the output transform
+    equals the op followed by F.relu / F.leaky_relu, bit for bit."""
+    op, x_shape, w_shape, kwargs = LAYERS["same, even"]
+    arrays = inputs(op, x_shape, w_shape, np.float32)
+    separate = (lambda y: F.relu(y)) if activation.negative_slope is None else \
+        (lambda y: F.leaky_relu(y, activation.negative_slope))
+    x, w, b = (Tensor(a) for a in arrays)
+    fused = F.conv2d(x, w, b, activation=activation, **kwargs).data
+    assert np.array_equal(fused.view(np.uint32), separate(F.conv2d(x, w, b, **kwargs)).data.view(np.uint32))
+
+
+def test_the_kernel_gradient_is_the_adjoint_of_the_kernel_transform():
+    """<U(w), dU> = <w, Uᵀ(dU)>: the identity that makes dL/dw right whatever the shapes."""
+    w, du = randn(3, 2, 3, 3, seed=1), randn(16, 3, 2, seed=2)
+    assert np.isclose(np.sum(winograd.kernel_transform(w) * du), np.sum(w * winograd.kernel_gradient(du)),
+                      rtol=1e-13)
+
+
+def test_which_convolutions_take_the_path(monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_COLUMNS", 768)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
+    monkeypatch.setattr(winograd, "MAX_SPARE", 1.2)
+    x = np.zeros((16, 64, 14, 14), np.float32)       # Chollet's 14×14 layers at batch 16: 7·7·16 = 784 columns
+    w = np.zeros((64, 64, 3, 3), np.float32)
+    same = (1, 1, 1, 1)
+    assert winograd.suits(x, w, (1, 1), same)
+    assert not winograd.suits(x, w, (2, 2), same)                                  # stride 2
+    assert not winograd.suits(x, np.zeros((64, 64, 5, 5), np.float32), (1, 1), same)   # not 3×3
+    assert not winograd.suits(x[:, :1], w[:, :1], (1, 1), same)                    # one channel in
+    assert not winograd.suits(x[:, :, :7, :7], w, (1, 1), same)                   # 7×7: 4·4·16 columns
+    assert not winograd.suits(np.zeros((128, 64, 7, 7), np.float32), w, (1, 1), same)  # 64 tile outputs for 49
+    assert winograd.suits(np.zeros((16, 64, 28, 28), np.float32), w, (1, 1), same)
+    assert not winograd.suits(x.astype(np.float16), w.astype(np.float16), (1, 1), same)
+    monkeypatch.setitem(winograd.settings, "enabled", False)                       # MINIVAE_WINOGRAD=never
+    assert not winograd.suits(x, w, (1, 1), same)
