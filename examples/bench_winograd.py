@@ -7,8 +7,11 @@ printed. The layer is conv2d with "same" padding, its bias and a fused ReLU, on 
 out as the convolutions hand it on (batch innermost); the upstream gradient is laid out the same
 way. Winograd's path is forced on at every shape here (its own rules would skip some).
 
-    python examples/bench_winograd.py                       # 64 channels, 7×7 and 14×14, batches 16-128
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python examples/bench_winograd.py   # 64 channels, 7×7 and 14×14, batches 16-128
     python examples/bench_winograd.py --size 14 --batch 16 32 --rounds 20
+
+(Some machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for old OpenBLAS builds; they slow a
+current NumPy's products, and a user's machine has neither: unset them in the command, as above.)
 """
 import argparse
 import time
@@ -54,6 +57,10 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     winograd.MIN_COLUMNS, winograd.MAX_SPARE = 1, 4.0
+    probe = np.zeros((1, args.channels, 4, 4), np.float32)
+    if not winograd.suits(probe, np.zeros((args.channels, args.channels, 3, 3), np.float32), (1, 1), (1, 1, 1, 1)):
+        raise SystemExit(f"bench_winograd: Winograd's path cannot run here ({args.channels} channels; it needs "
+                         f"{winograd.MIN_CHANNELS}+, and Numba with the CPU kernels on)")
     machine = bench.machine()
     print(f"{machine['cpu']}, {machine['cores']} cores, {machine['date']}; {args.channels} channels in and out, 3×3, stride 1, 'same', fused ReLU; "
           f"medians of {args.rounds} rounds of {args.steps}")
