@@ -97,7 +97,7 @@ def col2im(cols, out, sh, sw, top, left):
 
     Two walks give the same sums: offset by offset (col2im_chwn), 1.4-2.9x faster up to batch 64
     at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
-    batch 128 (one thread, medians of 15, on the 2-core AMD EPYC of docs/performance-18.md)."""
+    batch 128 (one thread, medians of 15, on a 2-core AMD EPYC VM: docs/performance.md)."""
     kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
     _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left)
 
