@@ -29,6 +29,7 @@ convolution, not with minivae (so importing minivae stays quick, and NUMBA_* set
 it still count).
 """
 import os
+import threading
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from . import threads
 
 settings = {"enabled": os.environ.get("MINIVAE_CPU_KERNELS", "auto") != "never"}
 _compiled = {}    # name -> the compiled kernel, filled at the first use
+_compiling = threading.Lock()
 
 
 def use_for(*arrays):
@@ -55,15 +57,21 @@ def describe():
 
 def _compile():
     """Compile the kernels below (or load them from the cache) once; False where Numba is missing."""
-    if not _compiled:
+    if _compiled:
+        return True
+    with _compiling:  # the pool's threads may ask at once: one compiles, the others wait for all of it
+        if _compiled:
+            return True
         try:
-            import numba
+            import numba  # noqa: F401
         except ImportError:
             settings["enabled"] = False
             return False
+        compiled = {}
         for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
                        product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
-            _compiled[kernel.__name__] = jit(kernel)
+            compiled[kernel.__name__] = jit(kernel)
+        _compiled.update(compiled)
     return True
 
 
@@ -89,7 +97,7 @@ def col2im(cols, out, sh, sw, top, left):
 
     Two walks give the same sums: offset by offset (col2im_chwn), 1.4-2.9x faster up to batch 64
     at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
-    batch 128 (one thread, medians of 15, on the 2-core AMD EPYC of docs/performance-18.md)."""
+    batch 128 (one thread, medians of 15, on a 2-core AMD EPYC VM: docs/performance.md)."""
     kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
     _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left)
 

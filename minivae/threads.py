@@ -133,8 +133,9 @@ def matmul(a, b, out, row_bias=None, then=None):
     sides, each part a one-thread BLAS product: by columns or rows of out, or along the summed side
     (the parts' products then added up, in order); a small product runs whole. With row_bias
     (length a.shape[0]), out = a @ b + row_bias[:, None], each part's bias added by the thread
-    that made the part, while it is still in the cache; and so is then(part) (an activation, in
-    place), where given."""
+    that made the part, while it is still in the cache. Where then is given (an activation), it
+    is called as then(part, part_bias) instead, and adds the bias in its own pass over the part
+    (one pass, not two)."""
     (m, k), n = a.shape, b.shape[1]
     longest = max(m, n, k)
     smallest = MIN_SUM_SPLIT_FLOPS if longest == k else MIN_SPLIT_FLOPS
@@ -156,20 +157,22 @@ def matmul(a, b, out, row_bias=None, then=None):
             run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
             for partial in sums[1:]:
                 out += partial
-            if bias is not None:
-                out += bias
-            if then is not None:
-                then(out)
+            _finish(out, bias, then)
     return out
 
 
 def _product(a, b, out, bias, then):
-    """out = a @ b (+ bias), then then(out)."""
+    """out = a @ b (+ bias), then then(out, bias)."""
     np.matmul(a, b, out=out)
-    if bias is not None:
-        out += bias
+    _finish(out, bias, then)
+
+
+def _finish(out, bias, then):
+    """out += bias, or then(out, bias) (which adds it in the same pass as its own work)."""
     if then is not None:
-        then(out)
+        then(out, None if bias is None else bias[:, 0])
+    elif bias is not None:
+        out += bias
 
 
 class one_blas_thread:

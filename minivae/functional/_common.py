@@ -61,10 +61,10 @@ def matmul_arrays(a, b, row_bias=None, activation=None):
         if xp is np:  # split over our threads, one BLAS thread each
             return threads.matmul(a, b, out, row_bias, None if activation is None else activation.apply)
         xp.matmul(a, b, out=out)
-    if row_bias is not None:
-        out += row_bias[:, None]
     if activation is not None:
-        activation.apply(out)
+        activation.apply(out, row_bias)
+    elif row_bias is not None:
+        out += row_bias[:, None]
     return out
 
 

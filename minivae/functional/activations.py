@@ -28,10 +28,14 @@ class Fused:
             raise ValueError(f"Fused: the slope must be at least 0 (read off y), got {negative_slope!r}")
         self.negative_slope = negative_slope
 
-    def apply(self, y):
-        """y = activation(y), in place (on this thread: y is a part of a product)."""
-        if cpu_kernels.use_for(y) and y.ndim == 2 and cpu_kernels.activate(y, self.negative_slope):
+    def apply(self, y, row_bias=None):
+        """y = activation(y), in place (on this thread: y is a part of a product); with row_bias
+        (a bias per row of a 2-D y), y = activation(y + row_bias[:, None]), in one pass."""
+        if cpu_kernels.use_for(y) and y.ndim == 2 and (row_bias is None or cpu_kernels.use_for(row_bias)) \
+                and cpu_kernels.activate(y, self.negative_slope, row_bias):
             return
+        if row_bias is not None:
+            y += row_bias[:, None]
         if self.negative_slope is None:
             backend.array_module(y).maximum(y, 0, out=y)
         else:
