@@ -2,6 +2,8 @@
 in functional/im2col.py: im2col copies, and col2im adds in the same order, so equal bits."""
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -146,3 +148,23 @@ def test_without_numba_the_numpy_path_runs():
             "assert threads.count() == 1  # no pool without Numba: its threads wait in Numba loops\n"
             "done = []; threads.run(done.append, 3); assert done == [0, 1, 2]  # parts one by one\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threads_asking_at_once_each_find_every_kernel(monkeypatch):
+    """The first use may come from several of the pool's threads at once (an activation run on
+    each part of a product): none may go on while another is still putting the kernels in place
+    (each made slow here, so that the others ask in the middle of it)."""
+    monkeypatch.setattr(cpu_kernels, "_compiled", {})   # as in a new process
+    jit = cpu_kernels.jit
+    monkeypatch.setattr(cpu_kernels, "jit", lambda kernel: (time.sleep(0.01), jit(kernel))[1])
+    found = []
+
+    def ask(delay):
+        time.sleep(delay)
+        found.append(cpu_kernels.available() and "activation_grad_flat" in cpu_kernels._compiled)
+    askers = [threading.Thread(target=ask, args=(delay,)) for delay in (0, 0.03, 0.05, 0.07)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert found == [True] * 4
