@@ -162,7 +162,7 @@ def matmul(a, b, out, row_bias=None, then=None):
 
 
 def _product(a, b, out, bias, then):
-    """out = a @ b (+ bias), then then(out, bias)."""
+    """out = a @ b, then its bias and activation (_finish)."""
     np.matmul(a, b, out=out)
     _finish(out, bias, then)
 
