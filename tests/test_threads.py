@@ -75,35 +75,22 @@ def test_a_split_product_is_the_product_and_has_the_same_bits_each_time(shape, p
     assert np.array_equal(first, again)
 
 
+@pytest.mark.parametrize("activation", [None, Fused(0.3)], ids=["bias alone", "bias in leaky_relu's pass"])
 @pytest.mark.parametrize("shape", [(64, 576, 3136), (3136, 64, 96), (32, 12544, 64), (3, 4, 5)],
                          ids=["long columns", "long rows", "long sum", "whole"])
-def test_a_row_bias_is_added_once_to_every_part(shape, parts):
+def test_a_row_bias_is_added_once_to_every_part(shape, activation, parts):
+    """Each part gets its own rows' bias: added by the thread that made the part, or handed with
+    the part to the activation (then(part, part_bias)), which adds it in its own pass."""
     m, k, n = shape
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
     bias = rng.standard_normal(m, dtype=np.float32)
-    product = threads.matmul(a, b, np.empty((m, n), np.float32))
-    with_bias = threads.matmul(a, b, np.empty((m, n), np.float32), row_bias=bias)
-    assert np.array_equal(with_bias, product + bias[:, None])   # the same sum, in the same order
-
-
-@pytest.mark.parametrize("shape", [(64, 576, 3136), (3136, 64, 96), (32, 12544, 64), (3, 4, 5)],
-                         ids=["long columns", "long rows", "long sum", "whole"])
-def test_an_activation_gets_its_parts_bias_and_adds_it_in_its_own_pass(shape, parts):
-    """then(part, part_bias): each part's activation adds that part's rows' bias itself."""
-    m, k, n = shape
-    rng = np.random.default_rng(2)
-    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
-    bias = rng.standard_normal(m, dtype=np.float32)
-    seen = []
-
-    def then(part, part_bias):
-        seen.append(part.shape[0])
-        Fused(0.3).apply(part, part_bias)
-    fused = threads.matmul(a, b, np.empty((m, n), np.float32), row_bias=bias, then=then)
-    expected = threads.matmul(a, b, np.empty((m, n), np.float32), row_bias=bias)
-    Fused(0.3).apply(expected)
-    assert np.array_equal(fused, expected) and sum(seen) in (m, m * len(seen))
+    expected = threads.matmul(a, b, np.empty((m, n), np.float32)) + bias[:, None]  # the same sums, in order
+    if activation is not None:
+        activation.apply(expected)
+    with_bias = threads.matmul(a, b, np.empty((m, n), np.float32), row_bias=bias,
+                               then=None if activation is None else activation.apply)
+    assert np.array_equal(with_bias, expected)
 
 
 def test_split_flat_refuses_arrays_laid_out_differently(parts):
