@@ -140,24 +140,23 @@ def matmul(a, b, out, row_bias=None, then=None):
     longest = max(m, n, k)
     smallest = MIN_SUM_SPLIT_FLOPS if longest == k else MIN_SPLIT_FLOPS
     parts = count() if 2 * m * n * k >= smallest else 1
-    bias = None if row_bias is None else row_bias[:, None]
     with one_blas_thread():
         if parts == 1:
-            _product(a, b, out, bias, then)
+            _product(a, b, out, row_bias, then)
         elif longest == n:
             pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
-            run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], bias, then), parts)
+            run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], row_bias, then), parts)
         elif longest == m:
             pieces = [slice(*p) for p in bounds(m, parts, COLUMN_MULTIPLE)]
-            run(lambda p: _product(a[pieces[p]], b, out[pieces[p]], None if bias is None else bias[pieces[p]],
-                                   then), parts)
+            run(lambda p: _product(a[pieces[p]], b, out[pieces[p]],
+                                   None if row_bias is None else row_bias[pieces[p]], then), parts)
         else:  # a long sum (a weight gradient): each part sums a stretch of it
             pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
             sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
             run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
             for partial in sums[1:]:
                 out += partial
-            _finish(out, bias, then)
+            _finish(out, row_bias, then)
     return out
 
 
@@ -168,11 +167,12 @@ def _product(a, b, out, bias, then):
 
 
 def _finish(out, bias, then):
-    """out += bias, or then(out, bias) (which adds it in the same pass as its own work)."""
+    """out += bias[:, None] (one bias per row, or None), or then(out, bias), which adds it in the
+    same pass as its own work."""
     if then is not None:
-        then(out, None if bias is None else bias[:, 0])
+        then(out, bias)
     elif bias is not None:
-        out += bias
+        out += bias[:, None]
 
 
 class one_blas_thread:
