@@ -21,7 +21,7 @@ from .. import backend
 from ..tensor import Tensor
 from ..workspace import workspace
 from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, xp_of
-from . import winograd
+from . import one_channel, winograd
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 
 __all__ = ["conv2d", "conv_transpose2d"]
@@ -114,6 +114,8 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
     w_data to the one for w."""
     if winograd.suits(x.data, w_data, stride, pads):
         return _winograd(x, w, b, w_data, pads, out_shape, op, activation, weight_grad)
+    if one_channel.suits(x.data, w_data, stride, x.requires_grad):
+        return _one_channel_in(x, w, b, w_data, pads, out_shape, op, activation, weight_grad)
     cols, y = _correlate(x.data, w_data, stride, pads,        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
                          None if b is None else b.data, activation)
     y = from_chwn(y, out_shape)                               # an (N, C_out, OH, OW) view
@@ -152,6 +154,25 @@ def _winograd(x, w, b, w_data, pads, out_shape, op, activation, weight_grad):
         kept = None  # the tiles are no longer needed: the next ones, of their size, may reuse their memory
         return (None if dx is None else dx.transpose(3, 0, 1, 2), None if dw is None else weight_grad(dw),
                 bias_grad(g) if b is not None and b.requires_grad else None)
+    return Tensor.from_op(y, (x, w, b), backward, op)
+
+
+def _one_channel_in(x, w, b, w_data, pads, out_shape, op, activation, weight_grad):
+    """_correlated for a first layer (one_channel.py): one channel in, w_data (C_out, 1, kH, kW),
+    stride 1, x needing no gradient. Faster than im2col there: a pass per kernel tap over rows in
+    the cache instead of a 9-row patch matrix and a thin product, with the bias and activation in
+    the output's pass and the activation's gradient inside the weight-gradient pass."""
+    n, kernel = x.shape[0], w_data.shape[2:]
+    x_rows = one_channel.rows(x.data)                         # (1, H, W·N)
+    y_rows = one_channel.spread(x_rows, w_data, n, out_shape[2:], pads, None if b is None else b.data,
+                                activation)                   # (C_out, OH, OW·N)
+    y = from_chwn(y_rows, out_shape)
+
+    def backward(g):
+        nonlocal x_rows
+        dw, db = one_channel.weights(one_channel.rows(g), y_rows, x_rows, n, kernel, pads, activation)
+        x_rows = None  # no longer needed: a later step may reuse its memory
+        return None, weight_grad(dw) if w.requires_grad else None, db if b is not None and b.requires_grad else None
     return Tensor.from_op(y, (x, w, b), backward, op)
 
 

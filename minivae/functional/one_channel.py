@@ -1,0 +1,195 @@
+"""A direct convolution for a network's first layer: one channel in, stride 1, no dL/dx.
+
+The first layer of both MNIST models reads one channel (1 -> 32) from the images, which need no
+gradient. By im2col its matrix products are thin: W (32, 9) @ cols (9, H·W·N) sums 9 terms per
+output, and OpenBLAS runs a product that thin at a small fraction of its speed, after a copy into
+the patch matrix; the weight gradient dY @ colsᵀ needs dY = dL/dy · act'(y) written out first.
+Here each kernel tap (i, j) is one pass of  y_row += w[i, j] · x_row shifted by (i, j):  with the
+batch innermost in memory (CHWN, see im2col.py) a tap shifts a whole image row of W·N numbers by
+whole pixels, so every pass is one long SIMD loop over rows in the cache, and nothing is copied.
+
+    spread   y[o, p, q]  = act(Σ_{i,j} w[o, i, j] · x[p + i − top, q + j − left] + b[o])
+    weights  dw[o, i, j] = Σ_{p,q} dY[o, p, q] · x[p + i − top, q + j − left],   db[o] = Σ_{p,q} dY[o, p, q]
+
+(terms that fall off the image are left out: the zero padding), with dY = dL/dy · act'(y) made
+row by row inside weights' pass and never written out.
+
+The numbers are those of the im2col path, which stays the reference (and the path wherever x
+needs its gradient), up to float rounding (tests/test_one_channel.py). Each output number is
+summed whole by one thread, in a fixed order (both kernels split the output channels over the
+threads), so the bits do not depend on the thread count.
+"""
+import os
+
+import numpy as np
+
+from .. import cpu_kernels, threads
+from ..workspace import workspace
+from .im2col import to_chwn
+
+settings = {"enabled": os.environ.get("MINIVAE_ONE_CHANNEL", "auto") != "never"}
+_compiled = {}
+
+NO_ACTIVATION, RELU, LEAKY_RELU = 0, 1, 2
+
+
+def suits(x, w, stride, needs_grad):
+    """Does the convolution of x by the kernel w (C_out, C_in, kH, kW) take this path? One channel
+    in, stride 1, x needing no gradient, float32 or float64 NumPy arrays, and the CPU kernels on."""
+    return (settings["enabled"] and not needs_grad and stride == (1, 1) and w.shape[1] == 1
+            and isinstance(x, np.ndarray)
+            and x.dtype == w.dtype and x.dtype in (np.float32, np.float64) and _compile())
+
+
+def activation_code(activation):
+    """(kind, slope) for the kernels: an activations.Fused as RELU or LEAKY_RELU, None as NO_ACTIVATION."""
+    if activation is None:
+        return NO_ACTIVATION, 0.0
+    if activation.negative_slope is None:
+        return RELU, 0.0
+    return LEAKY_RELU, activation.negative_slope
+
+
+def rows(a):
+    """(N, C, H, W) -> (C, H, W·N): each channel's image rows with the batch innermost, as the
+    kernels walk them (free where a is a view of CHWN memory, as the layers make them)."""
+    n, c, h, wd = a.shape
+    return to_chwn(a).reshape(c, h, wd * n)
+
+
+def spread(x, w, n, out_hw, pads, bias=None, activation=None):
+    """x (1, H, W·N) rows of n images, w (C, 1, kH, kW) -> y (C, OH, OW·N), + bias (C,) and then
+    the activation where given, in the same pass."""
+    y = workspace.empty((w.shape[0], out_hw[0], out_hw[1] * n), x.dtype)
+    kind, slope = activation_code(activation)
+    taps = np.ascontiguousarray(w[:, 0])                       # (C, kH, kW)
+    _by_parts(w.shape[0], lambda part: _compiled["spread_rows"](
+        x[0], taps[part], None if bias is None else bias[part], y[part], n, pads[0], pads[2], kind,
+        x.dtype.type(slope), x.dtype.type(1)))
+    return y
+
+
+def weights(g, y, x, n, kernel, pads, activation=None):
+    """dL/dw (C, 1, kH, kW) and dL/db (C,) from g = dL/dy and y, the rows (C, OH, OW·N) of the
+    layer's output, and x (1, H, W·N), for n images; dY = g · act'(y) is made inside the pass."""
+    c = g.shape[0]
+    dw = np.empty((c, 1) + tuple(kernel), g.dtype)
+    db = np.empty(c, g.dtype)
+    kind, slope = activation_code(activation)
+    _by_parts(c, lambda part: _compiled["weights_rows"](
+        g[part], y[part], x[0], dw[part, 0], db[part], n, pads[0], pads[2], kind, g.dtype.type(slope),
+        g.dtype.type(1)))
+    return dw, db
+
+
+def _by_parts(size, task):
+    """task(slice) for count() consecutive parts of range(size) at once, on the pool's threads."""
+    parts = [slice(*p) for p in threads.bounds(size, max(1, min(threads.count(), size)))]
+    threads.run(lambda k: task(parts[k]), len(parts))
+
+
+def _compile():
+    """Compile the kernels below (or load them from the cache) once; False where the CPU kernels
+    are off (MINIVAE_CPU_KERNELS=never) or Numba is missing."""
+    if not cpu_kernels.available():
+        return False
+    if not _compiled:
+        _compiled.update({kernel.__name__: cpu_kernels.jit(kernel)
+                          for kernel in (spread_rows, weights_rows)})
+    return True
+
+
+# ---- the kernels ----------------------------------------------------------------------------------
+#
+# Every array is a stack of image rows with the batch innermost: pixel q of a row holds its n images
+# at [q·n, q·n + n). Tap (i, j) of output row p reads input row p + i − top, shifted by (j − left)·n
+# numbers; the output pixels q whose tap lands on the image lie in [max(0, left − j),
+# min(OW, W + left − j)), the others read zero padding and are skipped. Each pass is written over
+# two slices of equal length, a loop that Numba's compiler makes SIMD.
+
+def spread_rows(x, w, bias, y, n, top, left, kind, slope, one):
+    """y[o, p] = act(Σ_{i,j} w[o, i, j] · x[p + i − top] shifted by j − left, + bias[o]), for the
+    rows x (H, W·n) and y (C, OH, OW·n); kind and slope as activation_code gives them."""
+    height, width = x.shape[0], x.shape[1] // n
+    channels, kh, kw = w.shape
+    out_height, out_width = y.shape[1], y.shape[2] // n
+    zero = one - one                                          # 0 and 1 in the arrays' dtype
+    for o in range(channels):
+        for p in range(out_height):
+            row = y[o, p]
+            row[:] = zero
+            for i in range(kh):
+                r = p + i - top
+                if r < 0 or r >= height:
+                    continue
+                for j in range(kw):
+                    q0, q1 = max(0, left - j), min(out_width, width + left - j)
+                    if q0 >= q1:
+                        continue
+                    tap = w[o, i, j]
+                    to = row[q0 * n:q1 * n]
+                    frm = x[r, (q0 + j - left) * n:(q1 + j - left) * n]
+                    for e in range(to.size):
+                        to[e] += tap * frm[e]
+            b = zero if bias is None else bias[o]
+            if kind == RELU:                                  # one loop per kind: each is SIMD
+                for e in range(row.size):
+                    v = row[e] + b
+                    row[e] = zero if v <= 0 else v
+            elif kind == LEAKY_RELU:
+                for e in range(row.size):
+                    v = row[e] + b
+                    row[e] = v * (one if v > 0 else (slope if v <= 0 else zero))
+            elif bias is not None:
+                for e in range(row.size):
+                    row[e] += b
+
+
+def weights_rows(g, y, x, dw, db, n, top, left, kind, slope, one):
+    """dw[o, i, j] = Σ_{p,q} dY[o, p, q] · x[p + i − top, q + j − left] and db[o] = Σ dY[o], for
+    dY = g · the activation's slope read off y (g itself with NO_ACTIVATION), the rows g, y
+    (C, OH, OW·n) and x (H, W·n). A channel's dY is made first, into memory that stays in the
+    cache; then for each tap its products are summed per number of a row, over the rows (a SIMD
+    loop), and those sums added up in order."""
+    height, width = x.shape[0], x.shape[1] // n
+    channels, kh, kw = dw.shape
+    out_height, span = g.shape[1], g.shape[2]
+    out_width = span // n
+    zero = one - one
+    dy = np.empty((out_height, span), g.dtype)                # one channel's dY
+    partial = np.empty(span, g.dtype)
+    for o in range(channels):
+        for p in range(out_height):
+            gr, yr, dr = g[o, p], y[o, p], dy[p]
+            if kind == NO_ACTIVATION:
+                dr[:] = gr
+            else:
+                for e in range(span):                         # slope: 1 where y > 0, a where y <= 0, 0 for NaN
+                    dr[e] = gr[e] * (one if yr[e] > 0 else (slope if yr[e] <= 0 else zero))
+        for t in range(kh * kw + 1):                          # the taps, then the bias (t = kh·kw)
+            partial[:] = zero
+            i, j = t // kw, t % kw
+            for p in range(out_height):
+                if t == kh * kw:
+                    dr = dy[p]
+                    for e in range(span):
+                        partial[e] += dr[e]
+                    continue
+                r = p + i - top
+                if r < 0 or r >= height:
+                    continue
+                q0, q1 = max(0, left - j), min(out_width, width + left - j)
+                if q0 >= q1:
+                    continue
+                to = partial[q0 * n:q1 * n]
+                dr = dy[p, q0 * n:q1 * n]
+                frm = x[r, (q0 + j - left) * n:(q1 + j - left) * n]
+                for e in range(to.size):
+                    to[e] += dr[e] * frm[e]
+            total = zero
+            for e in range(span):
+                total += partial[e]
+            if t < kh * kw:
+                dw[o, i, j] = total
+            else:
+                db[o] = total

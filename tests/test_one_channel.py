@@ -1,0 +1,137 @@
+"""The first-layer convolution (minivae/functional/one_channel.py: one channel in, stride 1, x
+needing no gradient) computes what im2col's path computes, which stays the reference: the same
+numbers to rounding, forward and backward, with and without bias and fused activation; gradients
+right by central differences; the same bits on any thread count. And it is taken exactly where it
+should be."""
+import numpy as np
+import pytest
+from helpers import Case, randn
+
+from minivae import functional as F
+from minivae import threads
+from minivae.functional import one_channel
+from minivae.functional.activations import Fused
+from minivae.tensor import Tensor
+
+pytest.importorskip("numba")
+
+
+def run(op, arrays, kwargs, g, on):
+    """y, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, x needing no gradient, with the
+    direct path on or off."""
+    previous = one_channel.settings["enabled"]
+    one_channel.settings["enabled"] = on
+    try:
+        x = Tensor(arrays[0])
+        w, b = (Tensor(a, requires_grad=True) for a in arrays[1:])
+        y = op(x, w, b, **kwargs)
+        y.backward(g)
+        return [np.array(a) for a in (y.data, w.grad, b.grad)]
+    finally:
+        one_channel.settings["enabled"] = previous
+
+
+LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
+    "same, 3×3": (F.conv2d, (3, 1, 8, 6), (5, 1, 3, 3), {"padding": "same"}),
+    "same, 4×4 (padding one more after)": (F.conv2d, (2, 1, 7, 5), (4, 1, 4, 4), {"padding": "same"}),
+    "valid, 3×2": (F.conv2d, (2, 1, 6, 5), (3, 1, 3, 2), {"padding": "valid"}),
+    "padding 2, wider than the kernel": (F.conv2d, (2, 1, 5, 4), (3, 1, 3, 3), {"padding": 2}),
+    "a 1×1 image": (F.conv2d, (2, 1, 1, 1), (3, 1, 3, 3), {"padding": 1}),
+    "transposed, one channel in (the turned kernel)": (F.conv_transpose2d, (2, 1, 6, 7), (1, 3, 3, 3),
+                                                       {"padding": 1}),
+}
+ACTIVATIONS = {"none": None, "relu": Fused(), "leaky_relu 0.3": Fused(0.3)}
+
+
+def inputs(op, x_shape, w_shape, dtype):
+    b_size = w_shape[0] if op is F.conv2d else w_shape[1]
+    return [randn(*x_shape, seed=1).astype(dtype), randn(*w_shape, seed=2).astype(dtype),
+            randn(b_size, seed=3).astype(dtype)]
+
+
+def outputs(op, arrays, kwargs, dtype):
+    return randn(*op(*arrays, **kwargs).shape, seed=4).astype(dtype)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
+@pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_direct_path_gives_the_numbers_of_im2col(layer, activation, dtype):
+    op, x_shape, w_shape, kwargs = layer
+    arrays = inputs(op, x_shape, w_shape, dtype)
+    kwargs = dict(kwargs, activation=activation)
+    g = outputs(op, arrays, kwargs, dtype)
+    fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
+    tolerance = 1e-12 if dtype == np.float64 else 2e-6
+    for name, ours, theirs in zip(["y", "dL/dw", "dL/db"], fast, reference):
+        assert ours.dtype == dtype
+        assert np.abs(ours - theirs).max() <= tolerance * np.abs(theirs).max(), name
+
+
+def test_the_path_is_taken_and_differs_in_rounding_only():
+    """A check that the test above compares two paths: in float32 they differ in the last bits."""
+    op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
+    arrays = inputs(op, x_shape, w_shape, np.float32)
+    g = outputs(op, arrays, kwargs, np.float32)
+    fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
+    assert not all(np.array_equal(ours, theirs) for ours, theirs in zip(fast, reference))
+
+
+X = Tensor(randn(2, 1, 5, 4, seed=1))  # the images: constant, so the direct path is the one checked
+
+GRADCHECK_CASES = [  # float64 central differences through the direct path, for w and b
+    Case(op="conv2d", id="one-channel-in-same", inputs=[randn(3, 1, 3, 3, seed=2), randn(3, seed=3)],
+         fn=lambda w, b: F.conv2d(X, w, b, padding="same")),
+    Case(op="conv2d", id="one-channel-in-valid-leaky", inputs=[randn(2, 1, 2, 3, seed=2), randn(2, seed=3)],
+         fn=lambda w, b: F.conv2d(X, w, b, activation=Fused(0.2))),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=str)
+def test_gradcheck(case):
+    case.check()
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_the_bits_do_not_depend_on_the_thread_count(count):
+    op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
+    kwargs = dict(kwargs, activation=Fused(0.3))
+    arrays = inputs(op, x_shape, w_shape, np.float32)
+    g = outputs(op, arrays, kwargs, np.float32)
+    previous = threads.count()
+    try:
+        threads.set_count(1)
+        alone = run(op, arrays, kwargs, g, True)
+        threads.set_count(count)
+        shared = run(op, arrays, kwargs, g, True)
+    finally:
+        threads.set_count(previous)
+    for ours, theirs in zip(shared, alone):
+        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+@pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
+def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
+    """As for im2col's path (tests/test_fused.py): the activation applied in the output's pass
+    equals the op followed by F.relu / F.leaky_relu, bit for bit, and so do the gradients."""
+    op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
+    arrays = inputs(op, x_shape, w_shape, np.float32)
+    g = outputs(op, arrays, kwargs, np.float32)
+    separate = (lambda y: F.relu(y)) if activation.negative_slope is None else \
+        (lambda y: F.leaky_relu(y, activation.negative_slope))
+    fused = run(op, arrays, dict(kwargs, activation=activation), g, True)
+    two_ops = run(lambda x, w, b, **kw: separate(op(x, w, b, **kw)), arrays, kwargs, g, True)
+    for ours, theirs in zip(fused, two_ops):
+        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_where_the_path_is_taken(monkeypatch):
+    x, w = np.zeros((32, 1, 28, 28), np.float32), np.zeros((32, 1, 3, 3), np.float32)
+    assert one_channel.suits(x, w, (1, 1), needs_grad=False)                        # a first layer
+    assert not one_channel.suits(x, w, (1, 1), needs_grad=True)                     # dL/dx wanted
+    assert not one_channel.suits(x, w, (2, 2), needs_grad=False)                    # stride 2
+    assert not one_channel.suits(np.zeros((32, 3, 28, 28), np.float32), np.zeros((32, 3, 3, 3), np.float32),
+                                 (1, 1), needs_grad=False)                         # three channels in
+    assert not one_channel.suits(x.astype(np.float16), w.astype(np.float16), (1, 1), needs_grad=False)
+    monkeypatch.setitem(one_channel.settings, "enabled", False)                     # MINIVAE_ONE_CHANNEL=never
+    assert not one_channel.suits(x, w, (1, 1), needs_grad=False)
