@@ -194,7 +194,10 @@ def compare(name):
     matter), then in training mode with dropout off (batch norm on the batch's statistics), and
     the loss's gradients there. The gradients are compared with the twin in float64, and so are
     PyTorch's own float32 ones, since float32 alone strays measurably on foster-faces: its batch
-    norms sum up to 16,384 values per channel."""
+    norms sum up to 16,384 values per channel. Last, minivae's gradients in float64 against the
+    twin's: in float32 a pre-activation within rounding of 0 may fall on either side of a ReLU in
+    two right computations (summed in other orders), and their gradients then differ at that unit;
+    in float64 the two must agree to rounding."""
     import minivae
     from minivae.models import get_preset
     from minivae.tensor import no_grad
@@ -231,6 +234,16 @@ def compare(name):
     reference = gradients[torch.float64]
     differences["gradient"] = worst_relative_difference([p.grad for p in model.parameters()], reference)
     differences["torch_float32_gradient"] = worst_relative_difference(gradients[torch.float32], reference)
+
+    for p in model.parameters():                              # minivae's model in float64
+        p.data, p.grad = p.data.astype(np.float64), None
+    for _, module in model.named_modules():
+        for key in module._buffers:
+            object.__setattr__(module, key, getattr(module, key).astype(np.float64))
+    x64 = minivae.tensor(x.astype(np.float64))
+    mu, log_var = model.encode(x64)
+    preset.loss(x64, model.decode(mu), mu, log_var)[0].backward()
+    differences["float64_gradient"] = worst_relative_difference([p.grad for p in model.parameters()], reference)
     return differences
 
 
@@ -240,7 +253,7 @@ def main():
         print(f"{name}: z = mu reconstructions differ by at most {d['eval']:.2e} (evaluation mode) and "
               f"{d['train']:.2e} (training mode, dropout off); against float64 PyTorch, the gradients "
               f"differ by {d['gradient']:.2e} of their layer's largest (PyTorch's float32: "
-              f"{d['torch_float32_gradient']:.2e})")
+              f"{d['torch_float32_gradient']:.2e}; minivae's float64: {d['float64_gradient']:.2e})")
 
 
 if __name__ == "__main__":
