@@ -1,5 +1,6 @@
 """What the test files share: a gradient-check case, random inputs away from kinks, tiny
 stand-ins for the MNIST files, and the sections and code blocks of a Markdown page."""
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import minivae
+from minivae import threads
 
 
 @dataclass
@@ -119,3 +121,35 @@ def write_attributes(path, names, values, attributes=ATTRIBUTE_NAMES):
         lines += [f"{name} " + "  ".join(f"{v:2d}" for v in row) for name, row in zip(names, values)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def on_one_thread_and_on(count, compute, split_more=lambda: None):
+    """compute() with the ops' work on one thread, then (after split_more(), which may lower the
+    sizes from which work is split) on `count` threads; the thread count is put back after."""
+    previous = threads.count()
+    try:
+        threads.set_count(1)
+        alone = compute()
+        split_more()
+        threads.set_count(count)
+        return alone, compute()
+    finally:
+        threads.set_count(previous)
+
+
+def assert_same_bits(ours, theirs):
+    """Each pair of float arrays equal bit for bit (signed zeros and NaNs too)."""
+    for a, b in zip(ours, theirs):
+        assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
+
+
+@contextlib.contextmanager
+def path_switched(settings, on):
+    """Within: a faster path on or off by its module's settings (the {"enabled": ...} that an
+    environment variable such as MINIVAE_WINOGRAD=never sets); as it was after."""
+    previous = settings["enabled"]
+    settings["enabled"] = on
+    try:
+        yield
+    finally:
+        settings["enabled"] = previous

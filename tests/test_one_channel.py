@@ -5,10 +5,9 @@ right by central differences; the same bits on any thread count. And it is taken
 should be."""
 import numpy as np
 import pytest
-from helpers import Case, randn
+from helpers import Case, assert_same_bits, on_one_thread_and_on, path_switched, randn
 
 from minivae import functional as F
-from minivae import threads
 from minivae.functional import one_channel
 from minivae.functional.activations import Fused
 from minivae.tensor import Tensor
@@ -19,16 +18,12 @@ pytest.importorskip("numba")
 def run(op, arrays, kwargs, g, on):
     """y, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, x needing no gradient, with the
     direct path on or off."""
-    previous = one_channel.settings["enabled"]
-    one_channel.settings["enabled"] = on
-    try:
+    with path_switched(one_channel.settings, on):
         x = Tensor(arrays[0])
         w, b = (Tensor(a, requires_grad=True) for a in arrays[1:])
         y = op(x, w, b, **kwargs)
         y.backward(g)
         return [np.array(a) for a in (y.data, w.grad, b.grad)]
-    finally:
-        one_channel.settings["enabled"] = previous
 
 
 LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
@@ -98,16 +93,7 @@ def test_the_bits_do_not_depend_on_the_thread_count(count):
     kwargs = dict(kwargs, activation=Fused(0.3))
     arrays = inputs(op, x_shape, w_shape, np.float32)
     g = outputs(op, arrays, kwargs, np.float32)
-    previous = threads.count()
-    try:
-        threads.set_count(1)
-        alone = run(op, arrays, kwargs, g, True)
-        threads.set_count(count)
-        shared = run(op, arrays, kwargs, g, True)
-    finally:
-        threads.set_count(previous)
-    for ours, theirs in zip(shared, alone):
-        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+    assert_same_bits(*on_one_thread_and_on(count, lambda: run(op, arrays, kwargs, g, True)))
 
 
 @pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
@@ -121,8 +107,7 @@ def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
         (lambda y: F.leaky_relu(y, activation.negative_slope))
     fused = run(op, arrays, dict(kwargs, activation=activation), g, True)
     two_ops = run(lambda x, w, b, **kw: separate(op(x, w, b, **kw)), arrays, kwargs, g, True)
-    for ours, theirs in zip(fused, two_ops):
-        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+    assert_same_bits(fused, two_ops)
 
 
 def test_where_the_path_is_taken(monkeypatch):

@@ -4,7 +4,7 @@ backward, with and without bias and fused activation; gradients right by central
 same bits on any thread count. And it is taken exactly where it should be."""
 import numpy as np
 import pytest
-from helpers import Case, randn
+from helpers import Case, assert_same_bits, on_one_thread_and_on, path_switched, randn
 
 from minivae import functional as F
 from minivae import threads
@@ -25,15 +25,11 @@ def small_shapes_too(monkeypatch):
 
 def run(op, arrays, kwargs, g, on):
     """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the Winograd path on or off."""
-    previous = winograd.settings["enabled"]
-    winograd.settings["enabled"] = on
-    try:
+    with path_switched(winograd.settings, on):
         x, w, b = (Tensor(a, requires_grad=True) for a in arrays)
         y = op(x, w, b, **kwargs)
         y.backward(g)
         return [np.array(a) for a in (y.data, x.grad, w.grad, b.grad)]
-    finally:
-        winograd.settings["enabled"] = previous
 
 
 LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
@@ -104,18 +100,11 @@ def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch):
     op, x_shape, w_shape, kwargs = LAYERS["same, odd sizes"]
     arrays = inputs(op, x_shape, w_shape, np.float32)
     g = randn(2, 4, 7, 5, seed=4).astype(np.float32)
-    previous = threads.count()
-    try:
-        threads.set_count(1)
-        alone = run(op, arrays, kwargs, g, True)
+
+    def split_more():
         monkeypatch.setattr(threads, "MIN_PIECE", 16)        # split the transforms of these small arrays
         monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)   # and the 16 products
-        threads.set_count(count)
-        shared = run(op, arrays, kwargs, g, True)
-    finally:
-        threads.set_count(previous)
-    for ours, theirs in zip(shared, alone):
-        assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+    assert_same_bits(*on_one_thread_and_on(count, lambda: run(op, arrays, kwargs, g, True), split_more))
 
 
 @pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
