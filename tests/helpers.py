@@ -153,3 +153,20 @@ def path_switched(settings, on):
         yield
     finally:
         settings["enabled"] = previous
+
+
+def conv_arrays(op, x_shape, w_shape, dtype):
+    """x, w and a bias for F.conv2d or F.conv_transpose2d (whose w is (C_in, C_out, kH, kW))."""
+    from minivae import functional as F
+    b_size = w_shape[0] if op is F.conv2d else w_shape[1]
+    return [randn(*x_shape, seed=1).astype(dtype), randn(*w_shape, seed=2).astype(dtype),
+            randn(b_size, seed=3).astype(dtype)]
+
+
+def assert_close_to_reference(names, fast, reference, dtype):
+    """A faster path's arrays against the reference path's: the same dtype, equal to float rounding
+    (1e-12 of the largest value in float64, 2e-6 in float32)."""
+    tolerance = 1e-12 if dtype == np.float64 else 2e-6
+    for name, ours, theirs in zip(names, fast, reference):
+        assert ours.dtype == dtype
+        assert np.abs(ours - theirs).max() <= tolerance * np.abs(theirs).max(), name

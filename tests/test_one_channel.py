@@ -5,7 +5,8 @@ right by central differences; the same bits on any thread count. And it is taken
 should be."""
 import numpy as np
 import pytest
-from helpers import Case, assert_same_bits, on_one_thread_and_on, path_switched, randn
+from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arrays, on_one_thread_and_on,
+                     path_switched, randn)
 
 from minivae import functional as F
 from minivae.functional import one_channel
@@ -38,12 +39,6 @@ LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
 ACTIVATIONS = {"none": None, "relu": Fused(), "leaky_relu 0.3": Fused(0.3)}
 
 
-def inputs(op, x_shape, w_shape, dtype):
-    b_size = w_shape[0] if op is F.conv2d else w_shape[1]
-    return [randn(*x_shape, seed=1).astype(dtype), randn(*w_shape, seed=2).astype(dtype),
-            randn(b_size, seed=3).astype(dtype)]
-
-
 def outputs(op, arrays, kwargs, dtype):
     return randn(*op(*arrays, **kwargs).shape, seed=4).astype(dtype)
 
@@ -53,20 +48,17 @@ def outputs(op, arrays, kwargs, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_direct_path_gives_the_numbers_of_im2col(layer, activation, dtype):
     op, x_shape, w_shape, kwargs = layer
-    arrays = inputs(op, x_shape, w_shape, dtype)
+    arrays = conv_arrays(op, x_shape, w_shape, dtype)
     kwargs = dict(kwargs, activation=activation)
     g = outputs(op, arrays, kwargs, dtype)
     fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
-    tolerance = 1e-12 if dtype == np.float64 else 2e-6
-    for name, ours, theirs in zip(["y", "dL/dw", "dL/db"], fast, reference):
-        assert ours.dtype == dtype
-        assert np.abs(ours - theirs).max() <= tolerance * np.abs(theirs).max(), name
+    assert_close_to_reference(["y", "dL/dw", "dL/db"], fast, reference, dtype)
 
 
 def test_the_path_is_taken_and_differs_in_rounding_only():
     """A check that the test above compares two paths: in float32 they differ in the last bits."""
     op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
-    arrays = inputs(op, x_shape, w_shape, np.float32)
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = outputs(op, arrays, kwargs, np.float32)
     fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
     assert not all(np.array_equal(ours, theirs) for ours, theirs in zip(fast, reference))
@@ -91,7 +83,7 @@ def test_gradcheck(case):
 def test_the_bits_do_not_depend_on_the_thread_count(count):
     op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
     kwargs = dict(kwargs, activation=Fused(0.3))
-    arrays = inputs(op, x_shape, w_shape, np.float32)
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = outputs(op, arrays, kwargs, np.float32)
     assert_same_bits(*on_one_thread_and_on(count, lambda: run(op, arrays, kwargs, g, True)))
 
@@ -101,7 +93,7 @@ def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
     """As for im2col's path (tests/test_fused.py): the activation applied in the output's pass
     equals the op followed by F.relu / F.leaky_relu, bit for bit, and so do the gradients."""
     op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
-    arrays = inputs(op, x_shape, w_shape, np.float32)
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = outputs(op, arrays, kwargs, np.float32)
     separate = (lambda y: F.relu(y)) if activation.negative_slope is None else \
         (lambda y: F.leaky_relu(y, activation.negative_slope))

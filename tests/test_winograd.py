@@ -4,7 +4,8 @@ backward, with and without bias and fused activation; gradients right by central
 same bits on any thread count. And it is taken exactly where it should be."""
 import numpy as np
 import pytest
-from helpers import Case, assert_same_bits, on_one_thread_and_on, path_switched, randn
+from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arrays, on_one_thread_and_on,
+                     path_switched, randn)
 
 from minivae import functional as F
 from minivae import threads
@@ -45,34 +46,24 @@ LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
 ACTIVATIONS = {"none": None, "relu": Fused(), "leaky_relu 0.3": Fused(0.3)}
 
 
-def inputs(op, x_shape, w_shape, dtype):
-    b_size = w_shape[0] if op is F.conv2d else w_shape[1]
-    return [randn(*x_shape, seed=1).astype(dtype), randn(*w_shape, seed=2).astype(dtype),
-            randn(b_size, seed=3).astype(dtype)]
-
-
 @pytest.mark.parametrize("activation", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
 @pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_winograd_gives_the_numbers_of_im2col(layer, activation, dtype):
     op, x_shape, w_shape, kwargs = layer
-    arrays = inputs(op, x_shape, w_shape, dtype)
+    arrays = conv_arrays(op, x_shape, w_shape, dtype)
     assert winograd.suits(arrays[0], arrays[1] if op is F.conv2d else arrays[1].transpose(1, 0, 2, 3),
                           (1, 1), (1, 1, 1, 1))
     kwargs = dict(kwargs, activation=activation)
     g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(dtype)
     fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
-    tolerance = 1e-12 if dtype == np.float64 else 2e-6
-    for name, ours, theirs in zip(["y", "dL/dx", "dL/dw", "dL/db"], fast, reference):
-        assert ours.dtype == dtype
-        scale = np.abs(theirs).max()
-        assert np.abs(ours - theirs).max() <= tolerance * scale, name
+    assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, reference, dtype)
 
 
 def test_the_path_is_taken_and_differs_in_rounding_only():
     """A check that the test above compares two paths: in float32 they differ in the last bits."""
     op, x_shape, w_shape, kwargs = LAYERS["same, even"]
-    arrays = inputs(op, x_shape, w_shape, np.float32)
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = randn(3, 5, 8, 6, seed=4).astype(np.float32)
     fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
     assert not np.array_equal(fast[0], reference[0])
@@ -98,7 +89,7 @@ def test_gradcheck(case):
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch):
     op, x_shape, w_shape, kwargs = LAYERS["same, odd sizes"]
-    arrays = inputs(op, x_shape, w_shape, np.float32)
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = randn(2, 4, 7, 5, seed=4).astype(np.float32)
 
     def split_more():
@@ -112,7 +103,7 @@ def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
     """As for im2col's path (tests/test_fused.py): the activation applied in the output transform
     equals the op followed by F.relu / F.leaky_relu, bit for bit."""
     op, x_shape, w_shape, kwargs = LAYERS["same, even"]
-    arrays = inputs(op, x_shape, w_shape, np.float32)
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     separate = (lambda y: F.relu(y)) if activation.negative_slope is None else \
         (lambda y: F.leaky_relu(y, activation.negative_slope))
     x, w, b = (Tensor(a) for a in arrays)
