@@ -6,13 +6,14 @@ output, and OpenBLAS runs a product that thin at a small fraction of its speed, 
 the patch matrix; the weight gradient dY @ colsᵀ needs dY = dL/dy · act'(y) written out first.
 Here each kernel tap (i, j) is one pass of  y_row += w[i, j] · x_row shifted by (i, j):  with the
 batch innermost in memory (CHWN, see im2col.py) a tap shifts a whole image row of W·N numbers by
-whole pixels, so every pass is one long SIMD loop over rows in the cache, and nothing is copied.
+whole pixels, so every pass is one long SIMD loop over rows in the cache, and no patch matrix is made.
 
     spread   y[o, p, q]  = act(Σ_{i,j} w[o, i, j] · x[p + i − top, q + j − left] + b[o])
     weights  dw[o, i, j] = Σ_{p,q} dY[o, p, q] · x[p + i − top, q + j − left],   db[o] = Σ_{p,q} dY[o, p, q]
 
 (terms that fall off the image are left out: the zero padding), with dY = dL/dy · act'(y) made
-row by row inside weights' pass and never written out.
+inside weights' pass, one channel at a time into a small buffer that stays in the cache, instead
+of a pass of its own writing out the whole of dY.
 
 The numbers are those of the im2col path, which stays the reference (and the path wherever x
 needs its gradient), up to float rounding (tests/test_one_channel.py). Each output number is
