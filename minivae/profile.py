@@ -17,7 +17,10 @@ a large float32 `a + b`. Reshapes and transposes are mostly views: they get no r
 
 The matrix-product floor is the time the step's products (their FLOPs, forward and backward)
 would take at that peak: no step can run faster without doing less arithmetic, and the step's
-time over it says how far from the machine's limit the whole step runs.
+time over it says how far from the machine's limit the whole step runs. The peak is the best of
+ten products, five before the steps and five after: on a machine shared with others the best of a
+few taken at one moment came out anywhere from 121 to 172 GFLOP/s within two minutes (a 2-core
+VM, docs/performance.md), and a low peak would flatter the step.
 
 The same run also times steps with the profiler off (every other step), so the table can say how
 much of a step its rows cover; what they leave out is the Python between the ops.
@@ -137,6 +140,9 @@ def _best_seconds(xp, fn, repeats):
         _sync(xp)
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+PEAK_REPEATS = 5   # products timed for the peak before the steps, and as many after
 
 
 def peak_gflops(device="cpu", size=2048, repeats=3):
@@ -338,6 +344,9 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
             optimizer.step()
         return loss.item()  # waits for the GPU
 
+    # half of the peak's products (see the module's docstring) before the warm-up steps, which also
+    # wait out OpenBLAS's threads: they spin on after a product, and slowed the next step 3x
+    peak_before = peak_gflops(device, peak_size, PEAK_REPEATS)
     for _ in range(warmup):
         step(False)
     plain, profiled = [], []
@@ -352,7 +361,8 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
 
     def median_ms(seconds):
         return 1000 * statistics.median(seconds)
-    return Report(model, device, config.batch_size, steps, warmup, peak_gflops(device, peak_size),
+    peak = max(peak_before, peak_gflops(device, peak_size, PEAK_REPEATS))
+    return Report(model, device, config.batch_size, steps, warmup, peak,
                   peak_gbps(device, peak_megabytes), peak_size, peak_megabytes, list(profiler.rows.values()),
                   median_ms(plain), median_ms(profiled), median_ms(passes["forward"]),
                   median_ms(passes["backward"]), backend.kernel_mode(), bench.cpu_model())
@@ -394,7 +404,8 @@ def format_report(report):
     lines = [f"one training step of {report.model}, batch {report.batch_size}, on {report.device} "
              f"({where}): medians of {report.steps} steps, after {report.warmup} warm-up steps",
              f"peak: {report.peak_gflops:.1f} GFLOP/s (float32 {report.peak_size}×{report.peak_size} "
-             f"matrix product), {report.peak_gbps:.1f} GB/s (float32 a + b, {report.peak_megabytes} MiB each)", ""]
+             f"matrix product, the best of {PEAK_REPEATS} before the steps and {PEAK_REPEATS} after), "
+             f"{report.peak_gbps:.1f} GB/s (float32 a + b, {report.peak_megabytes} MiB each)", ""]
     header = (f"{'layer':<24} {'op':<20} {'fwd ms':>8} {'bwd ms':>8} {'% step':>7} "
               f"{'work':>11} {'rate':>14} {'% peak':>6}")
     rule = "-" * len(header)
