@@ -41,6 +41,18 @@ def test_every_part_runs_once_and_the_parts_run_at_once(parts):
     assert sorted(ran) == [0, 1, 2] and len(names) == 3
 
 
+def test_a_pool_thread_reports_done_then_waits_for_the_next_ticket():
+    loops = threads._spin()
+    if loops is None:
+        pytest.skip("no Numba: no pool")
+    signals = np.array([7, 0, 0], np.int64)   # [0]: the latest ticket; [1], [2]: two threads' reports
+    assert loops["done_then_wait"](signals, 2, 7, 50, 0) is False   # no new ticket in 50 rounds
+    assert list(signals) == [7, 0, 7]                                # but the report is written
+    signals[0] = 8                                                   # a new ticket: it returns at once
+    assert loops["done_then_wait"](signals, 1, 7, 10**9, 3) is True
+    assert list(signals) == [8, 7, 7]
+
+
 def test_an_error_in_a_worker_reaches_the_caller_after_all_parts_ended(parts):
     ended = []
 
