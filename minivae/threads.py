@@ -43,7 +43,7 @@ MIN_SUM_SPLIT_FLOPS = 1 << 25  # the same where the summed side is the longest (
 MAX_THREADS = 64              # the pool's threads at most (one done-signal slot each)
 SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
 GIL_GRACE_ROUNDS = 40         # about 8 us a pool thread waits, on seeing a task, before asking for the GIL
-MIN_PIECE = 1 << 18           # elements (1 MB of float32): a smaller op runs whole, as splitting it cost more
+MIN_PIECE = 1 << 16           # elements (256 kB of float32): a smaller op runs whole, as splitting it cost more
 COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
 
 _pool = {"count": None, "workers": [], "ticket": 0}
