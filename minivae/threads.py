@@ -16,7 +16,7 @@ The GIL. A thread that asks for the GIL while another holds it sleeps until it i
 waking a sleeping thread took about 40 us on a 2-core virtual machine, more than many a task. So the
 hand-overs are arranged for the GIL to be free when asked for. A pool thread reports a task done
 from its compiled wait loop, after it has let go of the GIL, not before; and on seeing a new task
-it waits a few microseconds more (GIL_GRACE_ROUNDS) before taking the GIL, while the posting
+it waits a few microseconds more (GIL_GRACE_SECONDS) before taking the GIL, while the posting
 thread goes on into its own part's GIL-free work (a matrix product, a Numba kernel). On a 2-core
 Xeon VM that took an empty hand-over from 68 to 5 us (median) and a training step 7-10% faster.
 
@@ -33,6 +33,7 @@ import ctypes
 import os
 import queue
 import threading
+import time
 
 import numpy as np
 
@@ -42,7 +43,7 @@ MIN_SPLIT_FLOPS = 1 << 20     # a smaller product runs whole, on one thread: spl
 MIN_SUM_SPLIT_FLOPS = 1 << 25  # the same where the summed side is the longest (its split adds partial sums)
 MAX_THREADS = 64              # the pool's threads at most (one done-signal slot each)
 SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
-GIL_GRACE_ROUNDS = 40         # about 8 us a pool thread waits, on seeing a task, before asking for the GIL
+GIL_GRACE_SECONDS = 8e-6      # how long a pool thread waits, on seeing a task, before asking for the GIL
 MIN_PIECE = 1 << 16           # elements (256 kB of float32): a smaller op runs whole, as splitting it cost more
 COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
 
@@ -214,11 +215,11 @@ class _Worker:
         threading.Thread(target=self.serve, name="minivae-worker", daemon=True).start()
 
     def serve(self):
-        spin, served = _spin(), 0
+        spin, served, grace = _spin(), 0, grace_rounds()
         while True:
             # reports `served` done only once the GIL is let go, so that the waiting thread finds
             # the GIL free (see "The GIL" in the module's docstring)
-            spin["done_then_wait"](_signals, self.slot, served, SPIN_ROUNDS, GIL_GRACE_ROUNDS)
+            spin["done_then_wait"](_signals, self.slot, served, SPIN_ROUNDS, grace)
             context, task, k, served = self.inbox.get()
             try:
                 context.run(task, k)
@@ -228,6 +229,21 @@ class _Worker:
             # let go of the task before saying done: its arrays (views of workspace buffers) would
             # otherwise stay held until the next task, and the workspace could not hand them out again
             context = task = None
+
+
+def grace_rounds():
+    """GIL_GRACE_SECONDS as a number of the wait loop's rounds (each a sched_yield, whose cost
+    depends on the machine: about 0.2 us on a 2-core Xeon VM), measured once: the best of three
+    timings of 2,000 rounds."""
+    if "grace" not in _pool:
+        idle = np.zeros(2, np.int64)          # a ticket that never changes: the loop runs every round
+        seconds = []
+        for _ in range(3):
+            start = time.perf_counter()
+            _spin()["done_then_wait"](idle, 1, 0, 2000, 0)
+            seconds.append((time.perf_counter() - start) / 2000)
+        _pool["grace"] = max(1, min(1000, round(GIL_GRACE_SECONDS / max(min(seconds), 1e-9))))
+    return _pool["grace"]
 
 
 def _workers(n):

@@ -51,6 +51,8 @@ def test_a_pool_thread_reports_done_then_waits_for_the_next_ticket():
     signals[0] = 8                                                   # a new ticket: it returns at once
     assert loops["done_then_wait"](signals, 1, 7, 10**9, 3) is True
     assert list(signals) == [8, 7, 7]
+    rounds = threads.grace_rounds()                                  # GIL_GRACE_SECONDS in rounds here
+    assert isinstance(rounds, int) and 1 <= rounds <= 1000
 
 
 def test_an_error_in_a_worker_reaches_the_caller_after_all_parts_ended(parts):
