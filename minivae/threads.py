@@ -18,7 +18,7 @@ hand-overs are arranged for the GIL to be free when asked for. A pool thread rep
 from its compiled wait loop, after it has let go of the GIL, not before; and on seeing a new task
 it waits a few microseconds more (GIL_GRACE_SECONDS) before taking the GIL, while the posting
 thread goes on into its own part's GIL-free work (a matrix product, a Numba kernel). On a 2-core
-Xeon VM that took an empty hand-over from 68 to 5 us (median) and a training step 7-10% faster.
+Xeon VM that took an empty hand-over from 75 to 11 us (median) and a training step 7-10% faster.
 
 The parts depend only on the shapes and on `count()`, so the same seed and the same thread count
 give the same bits. Another thread count may change the last bits of a product (its columns are
