@@ -42,7 +42,7 @@ from .workspace import workspace
 MIN_SPLIT_FLOPS = 1 << 20     # a smaller product runs whole, on one thread: split, it ran slower
 MIN_SUM_SPLIT_FLOPS = 1 << 25  # the same where the summed side is the longest (its split adds partial sums)
 MAX_THREADS = 64              # the pool's threads at most (one done-signal slot each)
-SPIN_ROUNDS = 20000           # about 15 ms of a pool thread's spinning between tasks
+SPIN_ROUNDS = 20000           # a pool thread's spinning between tasks: 4-15 ms (a round is a sched_yield)
 GIL_GRACE_SECONDS = 8e-6      # how long a pool thread waits, on seeing a task, before asking for the GIL
 MIN_PIECE = 1 << 16           # elements (256 kB of float32): a smaller op runs whole, as splitting it cost more
 COLUMN_MULTIPLE = 16          # parts of a product start at a multiple of 16 columns (whole SIMD blocks)
