@@ -1,5 +1,6 @@
-"""One 3×3 stride-1 convolution layer, forward and backward, by Winograd's F(2×2, 3×3) against
-im2col and a matrix product (minivae/functional/winograd.py and functional/conv.py), on the CPU.
+"""One 3×3 stride-1 convolution layer, forward and backward, by Winograd's F(2×2, 3×3) or
+F(4×4, 3×3) (the one winograd.tile_size picks for the size) against im2col and a matrix product
+(minivae/functional/winograd.py and functional/conv.py), on the CPU.
 
 Both paths run in this one process and take turns (rounds of `--steps` timed steps each), so a
 noisy machine slows both alike; each round's median is kept and the medians of the rounds are
@@ -56,7 +57,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    winograd.MIN_COLUMNS, winograd.MAX_SPARE = 1, 4.0
+    winograd.MIN_COLUMNS, winograd.MAX_SPARE = {m: 1 for m in winograd.TILE_SIZES}, 16.0
     probe = np.zeros((1, args.channels, 4, 4), np.float32)
     if not winograd.suits(probe, np.zeros((args.channels, args.channels, 3, 3), np.float32), (1, 1), (1, 1, 1, 1)):
         raise SystemExit(f"bench_winograd: Winograd's path cannot run here ({args.channels} channels; it needs "

@@ -443,6 +443,6 @@ def format_report(report):
               f"peak {report.peak_gflops:.1f} GFLOP/s take {report.floor_ms:.2f} ms; the step "
               f"(profiler off) is {report.step_ms / report.floor_ms:.2f}× its floor",
               "(FLOPs are counted as a direct convolution does them; on the CPU, 3×3 stride-1 layers with "
-              "16+ channels may run Winograd's F(2×2, 3×3), 2.25× fewer multiply-adds: see "
+              "16+ channels may run Winograd's F(2×2, 3×3) or F(4×4, 3×3), 2.25× or 4× fewer multiply-adds: see "
               "minivae/functional/winograd.py)"]
     return "\n".join(lines)

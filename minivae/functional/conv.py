@@ -143,8 +143,9 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
 
 
 def _winograd(x, w, b, w_data, pads, out_shape, op, activation, weight_grad):
-    """_correlated for a 3×3 kernel at stride 1, by Winograd's F(2×2, 3×3) (winograd.py): the
-    same convolution with 2.25× fewer multiply-adds than W @ im2col(x), which stays the reference."""
+    """_correlated for a 3×3 kernel at stride 1, by Winograd's F(2×2, 3×3) or F(4×4, 3×3)
+    (winograd.py): the same convolution with 2.25× or 4× fewer multiply-adds than W @ im2col(x),
+    which stays the reference."""
     kept, y = winograd.forward(x.data, w_data, pads, None if b is None else b.data, activation)
     y = from_chwn(y, out_shape)                               # an (N, C_out, OH, OW) view
 

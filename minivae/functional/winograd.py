@@ -1,10 +1,13 @@
-"""Winograd's F(2×2, 3×3): a 3×3, stride-1 convolution with 2.25× fewer multiply-adds than im2col.
+"""Winograd's F(2×2, 3×3) and F(4×4, 3×3): a 3×3, stride-1 convolution with 2.25× or 4× fewer
+multiply-adds than im2col.
 
 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015.) The output is cut into
-2×2 tiles. The 4×4 input patch d that a tile reads and the 3×3 kernel g are each taken to a 4×4
-"Winograd space", where the convolution of the two becomes an elementwise product:
+m×m tiles. The (m + 2)×(m + 2) input patch d that a tile reads and the 3×3 kernel g are each taken
+to a "Winograd space" of that size, where the convolution of the two becomes an elementwise product:
 
-    y_tile = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A          (2×2 outputs from a 4×4 patch)
+    y_tile = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A          (m×m outputs from an (m + 2)×(m + 2) patch)
+
+The smallest, F(2×2, 3×3), 2×2 outputs from a 4×4 patch:
 
         Bᵀ = [1  0 -1  0]     G = [1    0    0 ]     Aᵀ = [1  1  1  0]
              [0  1  1  0]         [1/2  1/2  1/2]          [0  1 -1 -1]
@@ -13,7 +16,7 @@
 
 In 1-D, y0 = m0 + m1 + m2 = d0·g0 + d1·g1 + d2·g2 and y1 = m1 - m2 - m3 = d1·g0 + d2·g1 + d3·g2:
 four products instead of six; in 2-D, 16 instead of 36. Summed over the input channels, each of
-the 16 entries ξ of Winograd space is one matrix product:
+the (m + 2)² entries ξ of Winograd space is one matrix product:
 
     M[ξ] = U[ξ] @ V[ξ],   U[ξ] = (G g Gᵀ)[ξ] (C_out, C_in),   V[ξ] = (Bᵀ d B)[ξ] (C_in, tiles·N)
 
@@ -21,14 +24,23 @@ the 16 entries ξ of Winograd space is one matrix product:
 subtract and halve (1/2 is exact in binary), and the patches are 4 numbers per input pixel where
 im2col copies 9, so this is faster wherever the products dominate: 64 channels in and out.
 
+F(4×4, 3×3) does the same with 4×4 tiles from 6×6 patches: 36 multiply-adds per 16 outputs, 2.25
+per output. Its Bᵀ and Aᵀ (the kernels _bt and _at below) multiply by 2, 4, 5 and 8, and its G
+by 1/4, 1/6, 1/12 and 1/24, which binary cannot hold exactly: in float32 its results stray from
+exact about ten times as far as F(2×2)'s (up to 1e-5 of the largest value against 1e-6 at 64
+channels). A layer takes the tile size whose tiles cover its output with the fewest outputs to
+spare, and on a tie the larger (`TILE_SIZES`): Chollet's 14×14 layers F(2×2), Foster's 7×7 ones
+F(4×4) (both cover 7×7 with 8×8). On a 2-core Xeon VM, F(4×4) at 14×14 made Chollet's training
+step 5-6% slower than F(2×2), and at 7×7 Foster's 4-5% faster than im2col (docs/performance.md).
+
 The backward pass is the adjoint of each step, read from the right:
 
-    dM[ξ] = (A dY Aᵀ)[ξ]                               (each 2×2 tile of dL/dy)
+    dM[ξ] = (A dY Aᵀ)[ξ]                               (each m×m tile of dL/dy)
     dU[ξ] = dM[ξ] @ V[ξ]ᵀ,   dL/dw = Gᵀ dU G          (the forward pass's V is kept for this)
-    dV[ξ] = U[ξ]ᵀ @ dM[ξ],   dL/dx = B dV Bᵀ, each tile's 4×4 added back onto the patch it read
+    dV[ξ] = U[ξ]ᵀ @ dM[ξ],   dL/dx = B dV Bᵀ, each tile's patch added back onto the patch it read
 
 The numbers are those of im2col's path up to float rounding (tests/test_winograd.py checks both
-against each other, and the gradients by central differences in float64). The 16 products are
+against each other, and the gradients by central differences in float64). The products are
 shared out whole among the threads, so the bits do not depend on the thread count. The transforms
 are Numba kernels (below), looping over channels and tiles with the batch innermost, where the
 convolutions keep it (CHWN, see im2col.py); so this path runs where Numba does, on NumPy arrays.
@@ -41,14 +53,18 @@ from .. import cpu_kernels, threads
 from ..workspace import workspace
 
 settings = {"enabled": os.environ.get("MINIVAE_WINOGRAD", "auto") != "never"}
-MIN_CHANNELS = 16       # with fewer channels in or out the 16 products are too thin to pay for the transforms
-MIN_COLUMNS = 768       # nor with fewer tiles·images: at 14×14 and batch 16 (784 of them) the layer ran
-                        # 26% faster than by im2col, at 7×7 and batch 16 (256) 10% slower
-MAX_SPARE = 1.2         # nor where the tiles cover 20% more than the output: a 7×7 output takes 4×4 tiles
-                        # of 2×2, 64 outputs for 49 (at batch 128, 11% faster by the layer, 2% by the step)
+MIN_CHANNELS = 16       # with fewer channels in or out the products are too thin to pay for the transforms
+TILE_SIZES = (4, 2)     # the output tiles' sides m, the one taken on a tie first
+MIN_COLUMNS = {2: 768,  # nor with fewer tiles·images: F(2×2) at 14×14 and batch 16 (784 of them) ran the layer
+               4: 64}   # 26% faster than im2col, at 7×7 and batch 16 (256) 10% slower; F(4×4) at 7×7 and
+                        # batch 16 (64) made Foster's step 2.5-4% faster
+MAX_SPARE = 1.35        # nor where the tiles cover 35% more than the output (a 7×7 output takes 8×8 in tiles,
+                        # 64 outputs for 49: there F(4×4) made Foster's step 5% faster, F(2×2) 0.3%)
 _compiled = {}
 
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])   # the kernel's transform
+G = {2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),   # the kernel's transform
+     4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])}
 
 
 def suits(x, w, stride, pads):
@@ -61,9 +77,16 @@ def suits(x, w, stride, pads):
     n, _, h, wd = x.shape
     top, bottom, left, right = pads
     oh, ow = h + top + bottom - 2, wd + left + right - 2
-    tiles = -(-oh // 2) * -(-ow // 2)
-    return (tiles * n >= MIN_COLUMNS and 4 * tiles <= MAX_SPARE * oh * ow and x.dtype == w.dtype
+    m = tile_size(oh, ow)
+    tiles = -(-oh // m) * -(-ow // m)
+    return (tiles * n >= MIN_COLUMNS[m] and m * m * tiles <= MAX_SPARE * oh * ow and x.dtype == w.dtype
             and x.dtype in (np.float32, np.float64) and _compile())
+
+
+def tile_size(oh, ow):
+    """The side m of the output tiles for an oh×ow output: of TILE_SIZES, the one whose tiles
+    cover it with the fewest outputs to spare, the first of them on a tie."""
+    return min(TILE_SIZES, key=lambda m: -(-oh // m) * -(-ow // m) * m * m)
 
 
 def forward(x, w, pads, bias=None, activation=None):
@@ -73,82 +96,88 @@ def forward(x, w, pads, bias=None, activation=None):
     n, c, h, wd = x.shape
     top, bottom, left, right = pads
     oh, ow = h + top + bottom - 2, wd + left + right - 2
-    th, tw = -(-oh // 2), -(-ow // 2)                          # 2×2 output tiles down and across
-    padded = workspace.zeros((c, 2 * th + 2, 2 * tw + 2, n), x.dtype)   # x with whole tiles' borders
+    m = tile_size(oh, ow)
+    th, tw = -(-oh // m), -(-ow // m)                          # m×m output tiles down and across
+    padded = workspace.zeros((c, m * th + 2, m * tw + 2, n), x.dtype)   # x with whole tiles' borders
     padded[:, top:top + h, left:left + wd] = x.transpose(1, 2, 3, 0)
-    v = _tile_rows(c, th * tw, n, x.dtype)
-    _by_channels("input_tiles", c, v.size, padded, v)
-    u = kernel_transform(w)                                        # (16, C_out, C_in)
-    m = _tile_rows(w.shape[0], th * tw, n, x.dtype)
-    _products(u, _matrices(v, c), _matrices(m, w.shape[0]))
-    y = workspace.empty((w.shape[0], 2 * th, 2 * tw, n), x.dtype)     # y in whole tiles
+    v = _tile_rows(m, c, th * tw, n, x.dtype)
+    _by_channels(_KERNELS[m][0], c, v.size, padded, v)
+    u = kernel_transform(w, m)                                     # ((m + 2)², C_out, C_in)
+    products = _tile_rows(m, w.shape[0], th * tw, n, x.dtype)
+    _products(u, _matrices(v, c), _matrices(products, w.shape[0]))
+    y = workspace.empty((w.shape[0], m * th, m * tw, n), x.dtype)     # y in whole tiles
     kind, slope = _activation_code(activation, x.dtype)
-    _by_channels("output_tiles", w.shape[0], m.size, m, y, bias, kind, slope)
-    if (oh, ow) != y.shape[1:3]:        # an odd size: the last row or column of tiles cropped off
+    _by_channels(_KERNELS[m][1], w.shape[0], products.size, products, y, bias, kind, slope)
+    if (oh, ow) != y.shape[1:3]:        # the tiles reach past the output: their last rows or columns cropped off
         y = _copy(y[:, :oh, :ow])
-    return (u, v, x.shape, pads), y
+    return (m, u, v, x.shape, pads), y
 
 
 def backward(g, kept, need_dx=True, need_dw=True):
     """dL/dx (as a CHWN array (C_in, H, W, N)) and dL/dw (C_out, C_in, 3, 3) of forward's
     convolution for dL/dy = g (N, C_out, OH, OW), before the bias and activation (each None where
     not needed)."""
-    u, v, (n, c, h, wd), (top, bottom, left, right) = kept
+    m, u, v, (n, c, h, wd), (top, bottom, left, right) = kept
     o, oh, ow = g.shape[1:]
-    th, tw = -(-oh // 2), -(-ow // 2)
-    dm = _tile_rows(o, th * tw, n, g.dtype)
+    th, tw = -(-oh // m), -(-ow // m)
+    dm = _tile_rows(m, o, th * tw, n, g.dtype)
     g_tiles = g.transpose(1, 2, 3, 0)                                   # g in whole tiles, CHWN
-    if (oh, ow) != (2 * th, 2 * tw) or not g_tiles.flags.c_contiguous:
-        g_tiles = workspace.zeros((o, 2 * th, 2 * tw, n), g.dtype)
+    if (oh, ow) != (m * th, m * tw) or not g_tiles.flags.c_contiguous:
+        g_tiles = workspace.zeros((o, m * th, m * tw, n), g.dtype)
         g_tiles[:, :oh, :ow] = g.transpose(1, 2, 3, 0)
-    _by_channels("gradient_tiles", o, dm.size, g_tiles, dm)
+    _by_channels(_KERNELS[m][2], o, dm.size, g_tiles, dm)
     dw = dx = None
     if need_dw:
-        du = _products(_matrices(dm, o), _matrices(v, c).transpose(0, 2, 1), workspace.empty((16, o, c), g.dtype))
+        du = _products(_matrices(dm, o), _matrices(v, c).transpose(0, 2, 1),
+                       workspace.empty((dm.shape[0], o, c), g.dtype))
         dw = kernel_gradient(du)
     if need_dx:
-        dv = _tile_rows(c, th * tw, n, g.dtype)
+        dv = _tile_rows(m, c, th * tw, n, g.dtype)
         _products(u.transpose(0, 2, 1), _matrices(dm, o), _matrices(dv, c))
-        patches = workspace.empty((c, 4, 4, th, tw, n), g.dtype)
-        _by_channels("patch_gradients", c, dv.size, dv, patches)
+        patches = workspace.empty((c, m + 2, m + 2, th, tw, n), g.dtype)
+        _by_channels(_KERNELS[m][3], c, dv.size, dv, patches)
         dx = workspace.empty((c, h, wd, n), g.dtype)
-        cpu_kernels.col2im(patches, dx, 2, 2, top, left)           # each patch added back where it was read
+        cpu_kernels.col2im(patches, dx, m, m, top, left)           # each patch added back where it was read
     return dx, dw
 
 
-def _tile_rows(channels, tiles, batch, dtype):
-    """The 16 entries of Winograd space for `tiles` tiles of each of `channels` channels, each
-    entry (channels·tiles + 1, batch): one tile more than needed (see the kernels below)."""
-    return workspace.empty((16, channels * tiles + 1, batch), dtype)
+def _tile_rows(m, channels, tiles, batch, dtype):
+    """The (m + 2)² entries of Winograd space for `tiles` tiles of each of `channels` channels,
+    each entry (channels·tiles + 1, batch): one tile more than needed (see the kernels below)."""
+    return workspace.empty(((m + 2) ** 2, channels * tiles + 1, batch), dtype)
 
 
 def _matrices(rows, channels):
-    """The 16 matrices (channels, tiles·N) in _tile_rows: a view."""
-    return rows[:, :rows.shape[1] - 1].reshape(16, channels, -1)
+    """The (m + 2)² matrices (channels, tiles·N) in _tile_rows: a view."""
+    return rows[:, :rows.shape[1] - 1].reshape(rows.shape[0], channels, -1)
 
 
-def kernel_transform(w):
-    """U = G g Gᵀ for every (output, input) channel pair of w (C_out, C_in, 3, 3): (16, C_out, C_in).
-    Entry ξ = 4·a + b is Σ_ij G[a, i]·G[b, j]·g[i, j]: one product with the 16×9 matrix G ⊗ G."""
-    u = workspace.empty((16, w.shape[0] * w.shape[1]), w.dtype)
+def kernel_transform(w, m=2):
+    """U = G g Gᵀ for every (output, input) channel pair of w (C_out, C_in, 3, 3), for m×m tiles:
+    ((m + 2)², C_out, C_in). Entry ξ = (m + 2)·a + b is Σ_ij G[a, i]·G[b, j]·g[i, j]: one product
+    with the (m + 2)²×9 matrix G ⊗ G."""
+    g_kron = _g_kron(m, w.dtype)
+    u = workspace.empty((g_kron.shape[0], w.shape[0] * w.shape[1]), w.dtype)
     with threads.one_blas_thread():   # OpenBLAS's own threads would then spin, in our threads' way
-        np.matmul(_g_kron(w.dtype), w.reshape(-1, 9).T, out=u)
-    return u.reshape(16, *w.shape[:2])
+        np.matmul(g_kron, w.reshape(-1, 9).T, out=u)
+    return u.reshape(-1, *w.shape[:2])
 
 
 def kernel_gradient(du):
-    """dL/dg = Gᵀ dU G, the adjoint of kernel_transform: (16, C_out, C_in) -> (C_out, C_in, 3, 3)."""
+    """dL/dg = Gᵀ dU G, the adjoint of kernel_transform: ((m + 2)², C_out, C_in) -> (C_out, C_in, 3, 3)."""
+    m = round(du.shape[0] ** 0.5) - 2
     dg = workspace.empty((du.shape[1] * du.shape[2], 9), du.dtype)
     with threads.one_blas_thread():
-        np.matmul(du.reshape(16, -1).T, _g_kron(du.dtype), out=dg)
+        np.matmul(du.reshape(du.shape[0], -1).T, _g_kron(m, du.dtype), out=dg)
     return dg.reshape(*du.shape[1:], 3, 3)
 
 
-def _g_kron(dtype):
-    """G ⊗ G (16×9): row 4·a + b, column 3·i + j holds G[a, i]·G[b, j] (0, ±1/4, ±1/2 or 1, exact)."""
-    if dtype not in _G_KRON:
-        _G_KRON[dtype] = np.kron(G, G).astype(dtype)
-    return _G_KRON[dtype]
+def _g_kron(m, dtype):
+    """G ⊗ G ((m + 2)²×9): row (m + 2)·a + b, column 3·i + j holds G[a, i]·G[b, j] (for m = 2: 0,
+    ±1/4, ±1/2 or 1, exact; for m = 4 rounded to dtype from float64)."""
+    if (m, dtype) not in _G_KRON:
+        _G_KRON[m, dtype] = np.kron(G[m], G[m]).astype(dtype)
+    return _G_KRON[m, dtype]
 
 
 _G_KRON = {}
@@ -162,10 +191,11 @@ def _copy(a):
 
 
 def _products(a, b, out):
-    """out[ξ] = a[ξ] @ b[ξ] for the 16 ξ, the products shared out whole among the threads (each a
+    """out[ξ] = a[ξ] @ b[ξ] for every ξ, the products shared out whole among the threads (each a
     one-thread BLAS product), so that each is computed the same way on any thread count."""
-    parts = min(threads.count(), max(1, 2 * out[0].size * 16 * a.shape[2] // threads.MIN_SPLIT_FLOPS))
-    pieces = [slice(*p) for p in threads.bounds(16, parts)]
+    count = out.shape[0]
+    parts = min(threads.count(), max(1, 2 * out[0].size * count * a.shape[2] // threads.MIN_SPLIT_FLOPS))
+    pieces = [slice(*p) for p in threads.bounds(count, parts)]
     with threads.one_blas_thread():
         threads.run(lambda k: np.matmul(a[pieces[k]], b[pieces[k]], out=out[pieces[k]]), parts)
     return out
@@ -192,15 +222,26 @@ def _compile():
     if not cpu_kernels.available():
         return False
     if not _compiled:
-        for kernel in (input_tiles, output_tiles, gradient_tiles, patch_gradients):
-            _compiled[kernel.__name__] = cpu_kernels.jit(kernel)
+        import numba
+        # The kernels' helpers first, each under its own name, so that the kernels calling them
+        # compile with them (written into the kernels' code where called: inline="always").
+        for helper in (_finish_tile, _bt, _b, _at, _a):
+            globals()[helper.__name__] = numba.njit(inline="always")(helper)
+        for names in _KERNELS.values():
+            for name in names:
+                _compiled[name] = cpu_kernels.jit(globals()[name])
     return True
+
+
+_KERNELS = {2: ("input_tiles", "output_tiles", "gradient_tiles", "patch_gradients"),   # by the tiles' side
+            4: ("input_tiles_4x4", "output_tiles_4x4", "gradient_tiles_4x4", "patch_gradients_4x4")}
 
 
 # ---- the transforms: Numba kernels ---------------------------------------------------------------
 #
 # Each walks the tiles of its channels, and for each tile loops over the images n (the innermost
 # axis of every array here) in a few loops that Numba's compiler turns into SIMD instructions.
+# First F(2×2, 3×3)'s four, then F(4×4, 3×3)'s.
 # (It does not where a loop's index is anything but n plus numbers fixed for the loop, or where it
 # stores to more than about 12 places: it would first have to check that none of them overlaps
 # another, and gives up. So each loop makes one row of a tile.)
@@ -259,19 +300,7 @@ def output_tiles(m, y, bias, kind, slope, o0, o1):
                     t2 = m[6, tile, n] - m[10, tile, n] - m[14, tile, n]
                     t3 = m[7, tile, n] - m[11, tile, n] - m[15, tile, n]
                     y[o, r + 1, s, n], y[o, r + 1, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
-                if bias is None and kind == 0:
-                    continue
-                for a in range(2):        # the bias and the activation, on the tile while it is in the cache
-                    for b in range(2):
-                        for n in range(batch):
-                            value = y[o, r + a, s + b, n]
-                            if bias is not None:
-                                value = value + bias[o]
-                            if kind == 1:
-                                value = 0 if value <= 0 else value
-                            elif kind == 2:
-                                value = value * slope if value <= 0 else value
-                            y[o, r + a, s + b, n] = value
+                _finish_tile(y, o, r, s, 2, bias, kind, slope)
 
 
 def gradient_tiles(g, dm, o0, o1):
@@ -332,3 +361,149 @@ def patch_gradients(dv, patches, c0, c1):
                     t0, t1, t2, t3 = -dv[12, tile, n], -dv[13, tile, n], -dv[14, tile, n], -dv[15, tile, n]
                     patches[c, 3, 0, ty, tx, n], patches[c, 3, 1, ty, tx, n] = t0, t1 - t2 + t3
                     patches[c, 3, 2, ty, tx, n], patches[c, 3, 3, ty, tx, n] = t1 + t2 - t0, -t3
+
+
+def _finish_tile(y, o, r, s, m, bias, kind, slope):
+    """The bias and the activation on the m×m tile of y at (r, s) in channel o, while it is in the
+    cache: y + bias[o], then relu (kind 1) or leaky_relu (kind 2, that slope) as activations.Fused
+    applies them (y <= 0 becomes 0 or slope·y)."""
+    if bias is None and kind == 0:
+        return
+    for a in range(m):
+        for b in range(m):
+            for n in range(y.shape[3]):
+                value = y[o, r + a, s + b, n]
+                if bias is not None:
+                    value = value + bias[o]
+                if kind == 1:
+                    value = 0 if value <= 0 else value
+                elif kind == 2:
+                    value = value * slope if value <= 0 else value
+                y[o, r + a, s + b, n] = value
+
+
+# ---- F(4×4, 3×3) -----------------------------------------------------------------------------------
+#
+# The same four kernels for 4×4 tiles from 6×6 patches. Each 2-D transform is its 1-D one applied to
+# the columns of the tile, into a small buffer t, and then to the rows of t: two loops of at most
+# six stores each, where one loop making all 36 entries would not be turned into SIMD code (above).
+# The 1-D transforms are the helpers _bt, _at and their adjoints _b, _a; their factors are float32
+# numbers, so that float32 arithmetic stays float32 (a Python 4 would make it float64).
+#
+#     Bᵀ = [4  0 -5  0  1  0]     G = [ 1/4     0     0 ]     Aᵀ = [1  1  1  1  1  0]
+#          [0 -4 -4  1  1  0]         [-1/6  -1/6  -1/6 ]          [0  1 -1  2 -2  0]
+#          [0  4 -4 -1  1  0]         [-1/6   1/6  -1/6 ]          [0  1  1  4  4  0]
+#          [0 -2 -1  2  1  0]         [1/24  1/12   1/6 ]          [0  1 -1  8 -8  1]
+#          [0  2 -1 -2  1  0]         [1/24 -1/12   1/6 ]
+#          [0  4  0 -5  0  1]         [ 0     0     1   ]
+
+_2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+
+def _bt(d0, d1, d2, d3, d4, d5):
+    """Bᵀ d for a column d of six."""
+    return (_4 * d0 - _5 * d2 + d4, d3 + d4 - _4 * (d1 + d2), _4 * (d1 - d2) + d4 - d3,
+            _2 * (d3 - d1) + d4 - d2, _2 * (d1 - d3) + d4 - d2, _4 * d1 - _5 * d3 + d5)
+
+
+def _b(v0, v1, v2, v3, v4, v5):
+    """B v, the adjoint of _bt (the columns of Bᵀ)."""
+    return (_4 * v0, _4 * (v2 - v1 + v5) + _2 * (v4 - v3), -_5 * v0 - _4 * (v1 + v2) - v3 - v4,
+            v1 - v2 + _2 * (v3 - v4) - _5 * v5, v0 + v1 + v2 + v3 + v4, v5)
+
+
+def _at(m0, m1, m2, m3, m4, m5):
+    """Aᵀ m for a column m of six: four numbers."""
+    return (m0 + m1 + m2 + m3 + m4, m1 - m2 + _2 * (m3 - m4), m1 + m2 + _4 * (m3 + m4),
+            m1 - m2 + _8 * (m3 - m4) + m5)
+
+
+def _a(g0, g1, g2, g3):
+    """A g, the adjoint of _at (the columns of Aᵀ): six numbers."""
+    return (g0, g0 + g1 + g2 + g3, g0 - g1 + g2 - g3, g0 + _2 * g1 + _4 * g2 + _8 * g3,
+            g0 - _2 * g1 + _4 * g2 - _8 * g3, g3)
+
+
+def input_tiles_4x4(x, v, c0, c1):
+    """v[6·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 6×6 patch d of x (C, 4·TH + 2,
+    4·TW + 2, N) whose corner is (4·ty, 4·tx)."""
+    th, tw, batch = (x.shape[1] - 2) // 4, (x.shape[2] - 2) // 4, x.shape[3]
+    t = np.empty((6, 6, batch), x.dtype)                      # Bᵀ d
+    for c in range(c0, c1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile, r, s = (c * th + ty) * tw + tx, 4 * ty, 4 * tx
+                for j in range(6):
+                    for n in range(batch):
+                        t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n], t[4, j, n], t[5, j, n] = _bt(
+                            x[c, r, s + j, n], x[c, r + 1, s + j, n], x[c, r + 2, s + j, n],
+                            x[c, r + 3, s + j, n], x[c, r + 4, s + j, n], x[c, r + 5, s + j, n])
+                for i in range(6):
+                    e = 6 * i
+                    for n in range(batch):
+                        v[e, tile, n], v[e + 1, tile, n], v[e + 2, tile, n], v[e + 3, tile, n], \
+                            v[e + 4, tile, n], v[e + 5, tile, n] = _bt(
+                                t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n], t[i, 4, n], t[i, 5, n])
+
+
+def output_tiles_4x4(m, y, bias, kind, slope, o0, o1):
+    """y[o, 4·ty + a, 4·tx + b] = (Aᵀ M A)[a, b] for the 6×6 M = m[:, tile (o, ty, tx)]
+    (+ bias[o], then the activation, as output_tiles). y (C_out, 4·TH, 4·TW, N)."""
+    th, tw, batch = y.shape[1] // 4, y.shape[2] // 4, y.shape[3]
+    t = np.empty((4, 6, batch), y.dtype)                      # Aᵀ M
+    for o in range(o0, o1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile, r, s = (o * th + ty) * tw + tx, 4 * ty, 4 * tx
+                for j in range(6):
+                    for n in range(batch):
+                        t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n] = _at(
+                            m[j, tile, n], m[6 + j, tile, n], m[12 + j, tile, n],
+                            m[18 + j, tile, n], m[24 + j, tile, n], m[30 + j, tile, n])
+                for a in range(4):
+                    for n in range(batch):
+                        y[o, r + a, s, n], y[o, r + a, s + 1, n], y[o, r + a, s + 2, n], y[o, r + a, s + 3, n] = _at(
+                            t[a, 0, n], t[a, 1, n], t[a, 2, n], t[a, 3, n], t[a, 4, n], t[a, 5, n])
+                _finish_tile(y, o, r, s, 4, bias, kind, slope)
+
+
+def gradient_tiles_4x4(g, dm, o0, o1):
+    """dm[:, tile (o, ty, tx)] = A G Aᵀ for the 4×4 tile G of g (C_out, 4·TH, 4·TW, N) at
+    (4·ty, 4·tx): the adjoint of output_tiles_4x4."""
+    th, tw, batch = g.shape[1] // 4, g.shape[2] // 4, g.shape[3]
+    t = np.empty((6, 4, batch), g.dtype)                      # A G
+    for o in range(o0, o1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile, r, s = (o * th + ty) * tw + tx, 4 * ty, 4 * tx
+                for b in range(4):
+                    for n in range(batch):
+                        t[0, b, n], t[1, b, n], t[2, b, n], t[3, b, n], t[4, b, n], t[5, b, n] = _a(
+                            g[o, r, s + b, n], g[o, r + 1, s + b, n], g[o, r + 2, s + b, n], g[o, r + 3, s + b, n])
+                for i in range(6):
+                    e = 6 * i
+                    for n in range(batch):
+                        dm[e, tile, n], dm[e + 1, tile, n], dm[e + 2, tile, n], dm[e + 3, tile, n], \
+                            dm[e + 4, tile, n], dm[e + 5, tile, n] = _a(t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n])
+
+
+def patch_gradients_4x4(dv, patches, c0, c1):
+    """patches[c, i, j, ty, tx] = (B dV Bᵀ)[i, j] for the 6×6 dV = dv[:, tile (c, ty, tx)]: the
+    adjoint of input_tiles_4x4, short of adding each patch back where it was read (col2im's job).
+    patches (C, 6, 6, TH, TW, N), as im2col lays out 6×6 patches at stride 4."""
+    th, tw, batch = patches.shape[3], patches.shape[4], patches.shape[5]
+    t = np.empty((6, 6, batch), dv.dtype)                     # B dV
+    for c in range(c0, c1):
+        for ty in range(th):
+            for tx in range(tw):
+                tile = (c * th + ty) * tw + tx
+                for j in range(6):
+                    for n in range(batch):
+                        t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n], t[4, j, n], t[5, j, n] = _b(
+                            dv[j, tile, n], dv[6 + j, tile, n], dv[12 + j, tile, n],
+                            dv[18 + j, tile, n], dv[24 + j, tile, n], dv[30 + j, tile, n])
+                for i in range(6):
+                    for n in range(batch):
+                        patches[c, i, 0, ty, tx, n], patches[c, i, 1, ty, tx, n], patches[c, i, 2, ty, tx, n], \
+                            patches[c, i, 3, ty, tx, n], patches[c, i, 4, ty, tx, n], patches[c, i, 5, ty, tx, n] = _b(
+                                t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n], t[i, 4, n], t[i, 5, n])
