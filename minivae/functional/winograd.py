@@ -51,7 +51,6 @@ import numpy as np
 
 from .. import cpu_kernels, threads
 from ..workspace import workspace
-from ._common import matmul_arrays
 
 settings = {"enabled": os.environ.get("MINIVAE_WINOGRAD", "auto") != "never"}
 MIN_CHANNELS = 16       # with fewer channels in or out the products are too thin to pay for the transforms
@@ -157,13 +156,20 @@ def kernel_transform(w, m=2):
     """U = G g Gᵀ for every (output, input) channel pair of w (C_out, C_in, 3, 3), for m×m tiles:
     ((m + 2)², C_out, C_in). Entry ξ = (m + 2)·a + b is Σ_ij G[a, i]·G[b, j]·g[i, j]: one product
     with the (m + 2)²×9 matrix G ⊗ G."""
-    return matmul_arrays(_g_kron(m, w.dtype), w.reshape(-1, 9).T).reshape(-1, *w.shape[:2])
+    g_kron = _g_kron(m, w.dtype)
+    u = workspace.empty((g_kron.shape[0], w.shape[0] * w.shape[1]), w.dtype)
+    with threads.one_blas_thread():   # OpenBLAS's own threads would then spin, in our threads' way
+        np.matmul(g_kron, w.reshape(-1, 9).T, out=u)
+    return u.reshape(-1, *w.shape[:2])
 
 
 def kernel_gradient(du):
     """dL/dg = Gᵀ dU G, the adjoint of kernel_transform: ((m + 2)², C_out, C_in) -> (C_out, C_in, 3, 3)."""
     m = round(du.shape[0] ** 0.5) - 2
-    return matmul_arrays(du.reshape(du.shape[0], -1).T, _g_kron(m, du.dtype)).reshape(*du.shape[1:], 3, 3)
+    dg = workspace.empty((du.shape[1] * du.shape[2], 9), du.dtype)
+    with threads.one_blas_thread():
+        np.matmul(du.reshape(du.shape[0], -1).T, _g_kron(m, du.dtype), out=dg)
+    return dg.reshape(*du.shape[1:], 3, 3)
 
 
 def _g_kron(m, dtype):
