@@ -101,13 +101,13 @@ def forward(x, w, pads, bias=None, activation=None):
     padded = workspace.zeros((c, m * th + 2, m * tw + 2, n), x.dtype)   # x with whole tiles' borders
     padded[:, top:top + h, left:left + wd] = x.transpose(1, 2, 3, 0)
     v = _tile_rows(m, c, th * tw, n, x.dtype)
-    _by_channels(_KERNELS[m][0], c, v.size, padded, v)
+    _by_channels(_kernel("input_tiles", m), c, v.size, padded, v)
     u = kernel_transform(w, m)                                     # ((m + 2)², C_out, C_in)
     products = _tile_rows(m, w.shape[0], th * tw, n, x.dtype)
     _products(u, _matrices(v, c), _matrices(products, w.shape[0]))
     y = workspace.empty((w.shape[0], m * th, m * tw, n), x.dtype)     # y in whole tiles
     kind, slope = _activation_code(activation, x.dtype)
-    _by_channels(_KERNELS[m][1], w.shape[0], products.size, products, y, bias, kind, slope)
+    _by_channels(_kernel("output_tiles", m), w.shape[0], products.size, products, y, bias, kind, slope)
     if (oh, ow) != y.shape[1:3]:        # the tiles reach past the output: their last rows or columns cropped off
         y = _copy(y[:, :oh, :ow])
     return (m, u, v, x.shape, pads), y
@@ -125,7 +125,7 @@ def backward(g, kept, need_dx=True, need_dw=True):
     if (oh, ow) != (m * th, m * tw) or not g_tiles.flags.c_contiguous:
         g_tiles = workspace.zeros((o, m * th, m * tw, n), g.dtype)
         g_tiles[:, :oh, :ow] = g.transpose(1, 2, 3, 0)
-    _by_channels(_KERNELS[m][2], o, dm.size, g_tiles, dm)
+    _by_channels(_kernel("gradient_tiles", m), o, dm.size, g_tiles, dm)
     dw = dx = None
     if need_dw:
         du = _products(_matrices(dm, o), _matrices(v, c).transpose(0, 2, 1),
@@ -135,7 +135,7 @@ def backward(g, kept, need_dx=True, need_dw=True):
         dv = _tile_rows(m, c, th * tw, n, g.dtype)
         _products(u.transpose(0, 2, 1), _matrices(dm, o), _matrices(dv, c))
         patches = workspace.empty((c, m + 2, m + 2, th, tw, n), g.dtype)
-        _by_channels(_KERNELS[m][3], c, dv.size, dv, patches)
+        _by_channels(_kernel("patch_gradients", m), c, dv.size, dv, patches)
         dx = workspace.empty((c, h, wd, n), g.dtype)
         cpu_kernels.col2im(patches, dx, m, m, top, left)           # each patch added back where it was read
     return dx, dw
@@ -227,14 +227,15 @@ def _compile():
         # compile with them (written into the kernels' code where called: inline="always").
         for helper in (_finish_tile, _bt, _b, _at, _a):
             globals()[helper.__name__] = numba.njit(inline="always")(helper)
-        for names in _KERNELS.values():
-            for name in names:
-                _compiled[name] = cpu_kernels.jit(globals()[name])
+        for kernel in ("input_tiles", "output_tiles", "gradient_tiles", "patch_gradients"):
+            for m in G:
+                _compiled[_kernel(kernel, m)] = cpu_kernels.jit(globals()[_kernel(kernel, m)])
     return True
 
 
-_KERNELS = {2: ("input_tiles", "output_tiles", "gradient_tiles", "patch_gradients"),   # by the tiles' side
-            4: ("input_tiles_4x4", "output_tiles_4x4", "gradient_tiles_4x4", "patch_gradients_4x4")}
+def _kernel(name, m):
+    """The name of kernel `name` for m×m tiles: F(2×2)'s as named, F(4×4)'s with "_4x4" after it."""
+    return name if m == 2 else f"{name}_{m}x{m}"
 
 
 # ---- the transforms: Numba kernels ---------------------------------------------------------------
