@@ -6,7 +6,8 @@ compile. This script runs each launcher in kernels/ on small NumPy arrays in flo
 with the compiler in place of the launch: `numba.cuda.compile_ptx` for sm_90 (an H100), which
 needs NVVM and NVRTC but no GPU and no driver, e.g. from the wheels nvidia-cuda-nvcc-cu12 and
 nvidia-cuda-nvrtc-cu12 (pip install --target DIR; then PYTHONPATH=DIR and
-LD_LIBRARY_PATH=DIR/nvidia/cuda_nvrtc/lib). Nothing runs: it checks types and lowering only.
+LD_LIBRARY_PATH=DIR/nvidia/cuda_nvrtc/lib). Nothing runs: it checks types and lowering only, and
+that each kernel's PTX takes the parameters that kernels/launch.py passes when CuPy launches it.
 
     python examples/compile_kernels.py        # prints each kernel, its signature, PTX size
 """
@@ -18,10 +19,12 @@ import types
 os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
 import numpy as np  # noqa: E402
 import numba.cuda.dispatcher  # noqa: E402
-from numba import cuda  # noqa: E402
+from numba import cuda, types as numba_types  # noqa: E402
+from numba.core import sigutils  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minivae import kernels  # noqa: E402
+from minivae.kernels import launch  # noqa: E402
 
 COMPUTE_CAPABILITY = (9, 0)
 # Device functions ask the current GPU which code to make; with none, they are told sm_90.
@@ -40,8 +43,20 @@ def compile_to_ptx(signature):
         start = time.perf_counter()
         ptx, _ = cuda.compile_ptx(py_func, signature, cc=COMPUTE_CAPABILITY)
         print(f"{py_func.__name__:<26} {time.perf_counter() - start:5.2f} s {len(ptx):>7} B  {signature}")
+        check_parameters(py_func.__name__, ptx, signature)
         return CompiledOnly()
     return compile
+
+
+def check_parameters(name, ptx, signature):
+    """The PTX's parameters are those kernels/launch.py passes: 5 + 2·ndim for an array, 1 for a
+    number, each of a type it knows."""
+    arguments, _ = sigutils.normalize_signature(signature)
+    expected = sum(5 + 2 * t.ndim if isinstance(t, numba_types.Array) else 1 for t in arguments)
+    _, parameters = launch.entry_parameters(ptx)
+    if len(parameters) != expected or not set(parameters) <= set(launch.PTX_TYPES):
+        raise SystemExit(f"{name}: the PTX takes {len(parameters)} parameters {parameters}; "
+                         f"kernels/launch.py would pass {expected}")
 
 
 def every_launcher(dtype):

@@ -12,6 +12,9 @@ The kernels, each a short function with one job that says what each thread compu
     matmul.py       gemm: the tiled shared-memory matrix product
     philox.py       normal: N(0, 1) noise from Philox4x32-10 with its counter on the GPU; advance
 
+and launch.py, which has CuPy launch the code Numba compiled (far less host time than Numba's own
+launch) wherever the arguments are CuPy arrays.
+
 The functions below, named like the kernels they launch, take and return arrays. The ops in
 minivae.functional and minivae.optim call them where `backend.kernels_for` says so (on CuPy arrays,
 by default; see `backend.use_kernels`). On a GPU the arrays are CuPy arrays, which Numba reads in
@@ -21,17 +24,21 @@ one against NumPy, and tests/test_kernel_dispatch.py the ops that call them, wit
 Each launcher converts its inputs to the first input's dtype (float32 or float64), hands the
 kernel arrays laid out as it needs (see `_elementwise` on memory layout), allocates its outputs with
 the inputs' array module, and launches; empty inputs launch nothing.
-Kernels run on Numba's default stream, which is CuPy's default (null) stream too. Each kernel is
+Kernels run on CuPy's current stream when CuPy launches them, on Numba's default stream otherwise:
+minivae leaves CuPy on its default (null) stream, which is Numba's default too. Each kernel is
 compiled on first use for the exact types of its arguments (see `_launch`).
 
 Numba is imported when a kernel first runs, not here, so `import minivae.kernels` never needs it.
 """
 import importlib
+import os
 import zlib
 
 import numpy as np
 
 from minivae import backend
+
+from . import launch
 
 THREADS_PER_BLOCK = 256  # a power of two, at most reduce.THREADS (bias_grad uses it as its block size)
 MAX_BLOCKS = 1024  # plenty to fill a large GPU; the kernels' grid-stride loops cover any remainder
@@ -64,6 +71,11 @@ def _kernels(module):
 
 _compiled = {}    # (module, name, argument kinds) -> the kernel compiled for just those types
 _configured = {}  # (that key, blocks, threads) -> kernel[blocks, threads]
+_through_cupy = {}  # (that key, GPU) -> launch.CupyLaunch of the kernel's PTX
+
+# CuPy arrays' kernels are launched by CuPy (kernels/launch.py), for a fraction of the host time;
+# False (or MINIVAE_CUPY_LAUNCH=0): by Numba's own launcher, as NumPy arrays' always are.
+LAUNCH_THROUGH_CUPY = os.environ.get("MINIVAE_CUPY_LAUNCH", "1") != "0"
 
 
 def _kind(value):
@@ -127,18 +139,40 @@ def _version(distribution):
 
 def _launch(module, name, blocks, threads, *args):
     """kernels/<module>.py's `name`[blocks, threads](*args), through the version compiled for
-    exactly these argument types (compiled on the first launch that has them)."""
+    exactly these argument types (compiled on the first launch that has them). With CuPy arrays
+    (and LAUNCH_THROUGH_CUPY), CuPy launches that compiled code: see kernels/launch.py."""
     key = (module, name, tuple(map(_kind, args)))
+    if LAUNCH_THROUGH_CUPY and _all_cupy(args):
+        cupy = backend.require_cuda()
+        device_key = (key, cupy.cuda.runtime.getDevice())
+        cupy_launch = _through_cupy.get(device_key)
+        if cupy_launch is None:
+            ptx, = _compiled_kernel(key).inspect_asm().values()  # one signature: one PTX
+            cupy_launch = _through_cupy[device_key] = launch.CupyLaunch(cupy, ptx, key[2],
+                                                                        f"{module}.{name}")
+        cupy_launch(blocks, threads, args)
+        return
     launcher = _configured.get((key, blocks, threads))
     if launcher is None:
-        kernel = _compiled.get(key)
-        if kernel is None:
-            signature = f"void({', '.join(map(_numba_type, key[2]))})"
-            kernel = _compiled[key] = _compile(module, name, signature)
+        kernel = _compiled_kernel(key)
         launcher = kernel[blocks, threads]
         if launcher is not kernel:
             _configured[(key, blocks, threads)] = launcher
     launcher(*args)
+
+
+def _compiled_kernel(key):
+    """The kernel of `key` (module, name, argument kinds), compiled for just those types once."""
+    kernel = _compiled.get(key)
+    if kernel is None:
+        module, name, kinds = key
+        kernel = _compiled[key] = _compile(module, name, f"void({', '.join(map(_numba_type, kinds))})")
+    return kernel
+
+
+def _all_cupy(args):
+    """Are all the array arguments CuPy arrays (the numbers being Python numbers)?"""
+    return all(isinstance(a, (bool, int, float)) or backend.is_cupy_array(a) for a in args)
 
 
 def _blocks_for(n, threads=None):

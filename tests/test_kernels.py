@@ -460,11 +460,16 @@ def test_philox_normal_is_standard_normal(xp):
 
 # ---- compiling: once per argument types; a clear line for a numpy numba-cuda cannot use --------
 
+def no_kernel_compiled_yet(monkeypatch):
+    """As in a new process: no kernel compiled, configured or loaded by CuPy (kernels/launch.py)."""
+    for cache in ("_compiled", "_configured", "_through_cupy"):
+        monkeypatch.setattr(kernels, cache, {})
+
+
 def test_each_kernel_is_compiled_once_per_argument_types(xp, monkeypatch):
     compiled = []
     jit = kernels._jit
-    monkeypatch.setattr(kernels, "_compiled", {})
-    monkeypatch.setattr(kernels, "_configured", {})
+    no_kernel_compiled_yet(monkeypatch)
     monkeypatch.setattr(kernels, "_jit", lambda signature: compiled.append(signature) or jit(signature))
     for dtype in (np.float32, np.float32, np.float64):
         kernels.relu_forward(xp.zeros(5, dtype))
@@ -484,8 +489,7 @@ def test_a_configured_launch_is_kept_per_grid(monkeypatch):
         def __getitem__(self, config):
             configured.append(config)
             return lambda *args: launched.append(config)
-    monkeypatch.setattr(kernels, "_compiled", {})
-    monkeypatch.setattr(kernels, "_configured", {})
+    no_kernel_compiled_yet(monkeypatch)
     monkeypatch.setattr(kernels, "_jit", lambda signature: lambda py_func: Kernel())
     for size in (300, 300, 100, 300):
         kernels.relu_forward(np.zeros(size))
@@ -498,8 +502,7 @@ def test_a_numpy_that_numba_cuda_cannot_compile_with_is_named_in_one_line(xp, mo
     it); here the compiler stands in, raising what it raised there."""
     def numba_cuda_on_numpy_2_5(signature):
         raise AttributeError("module 'numpy' has no attribute 'row_stack'")
-    monkeypatch.setattr(kernels, "_compiled", {})
-    monkeypatch.setattr(kernels, "_configured", {})
+    no_kernel_compiled_yet(monkeypatch)
     monkeypatch.setattr(kernels, "_jit", numba_cuda_on_numpy_2_5)
     monkeypatch.setattr(kernels.np, "__version__", "2.5.2")
     with pytest.raises(RuntimeError) as error:
@@ -513,8 +516,7 @@ def test_a_numpy_that_numba_cuda_cannot_compile_with_is_named_in_one_line(xp, mo
 def test_another_attribute_error_while_compiling_is_not_disguised(xp, monkeypatch):
     def broken(signature):
         raise AttributeError("module 'numba' has no attribute 'something_else'")
-    monkeypatch.setattr(kernels, "_compiled", {})
-    monkeypatch.setattr(kernels, "_configured", {})
+    no_kernel_compiled_yet(monkeypatch)
     monkeypatch.setattr(kernels, "_jit", broken)
     with pytest.raises(AttributeError, match="something_else"):
         kernels.relu_forward(xp.zeros(3))
