@@ -65,11 +65,12 @@ def main():
         import torch
         sides = SIDES if torch.cuda.is_available() else SIDES[:3]
     except ImportError:
-        sides = SIDES[:3]
+        torch, sides = None, SIDES[:3]
     cupy = backend.require_cuda()
     gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     print(f"GPU: {gpu}; CPU: {bench.cpu_model()}; {bench.machine()['date']}; "
-          f"{args.steps} steps a turn, medians of {args.rounds} turns")
+          f"{args.steps} steps a turn, medians of {args.rounds} turns; CuPy {cupy.__version__}, "
+          f"PyTorch {torch.__version__ if torch else '-'}")
     print(f"{'model':<8} {'batch':>5} " + " ".join(f"{side + ' img/s':>13}" for side in sides)
           + "  kernels/numba  kernels/never" + ("  kernels/torch" if "torch" in sides else ""))
     rows = []
