@@ -71,7 +71,7 @@ def _kernels(module):
 
 _compiled = {}    # (module, name, argument kinds) -> the kernel compiled for just those types
 _configured = {}  # (that key, blocks, threads) -> kernel[blocks, threads]
-_through_cupy = {}  # (that key, GPU) -> launch.CupyLaunch of the kernel's PTX
+_through_cupy = {}  # (that key, GPU) -> launch.CupyLaunch of the kernel, or None: Numba launches it
 
 # CuPy arrays' kernels are launched by CuPy (kernels/launch.py), for a fraction of the host time;
 # False (or MINIVAE_CUPY_LAUNCH=0): by Numba's own launcher, as NumPy arrays' always are.
@@ -145,13 +145,13 @@ def _launch(module, name, blocks, threads, *args):
     if LAUNCH_THROUGH_CUPY and _all_cupy(args):
         cupy = backend.require_cuda()
         device_key = (key, cupy.cuda.runtime.getDevice())
-        cupy_launch = _through_cupy.get(device_key)
-        if cupy_launch is None:
-            ptx, = _compiled_kernel(key).inspect_asm().values()  # one signature: one PTX
-            cupy_launch = _through_cupy[device_key] = launch.CupyLaunch(cupy, ptx, key[2],
-                                                                        f"{module}.{name}")
-        cupy_launch(blocks, threads, args)
-        return
+        if device_key not in _through_cupy:  # None: CuPy could not load it, Numba launches it
+            _through_cupy[device_key] = launch.through_cupy(cupy, _compiled_kernel(key), key[2],
+                                                            f"{module}.{name}")
+        cupy_launch = _through_cupy[device_key]
+        if cupy_launch is not None:
+            cupy_launch(blocks, threads, args)
+            return
     launcher = _configured.get((key, blocks, threads))
     if launcher is None:
         kernel = _compiled_kernel(key)

@@ -11,8 +11,13 @@ Numba would have (numba-cuda's `_Kernel._prepare_args`): an array is passed as
 
 and a number as one parameter. The PTX's own parameter list gives each parameter's type; their
 count is checked against the arguments' once, when the kernel is loaded.
+
+The driver compiles the PTX when CuPy loads it. A driver older than the compiler that made the
+PTX refuses it; the machine code Numba linked for this GPU is then loaded instead, and where
+neither loads, Numba launches the kernel itself, as before (with a warning): slower, never wrong.
 """
 import re
+import warnings
 
 import numpy as np
 
@@ -51,9 +56,12 @@ def parameters(args):
 
 
 class CupyLaunch:
-    """A Numba kernel's PTX, loaded by CuPy, launched as `launch(blocks, threads, args)`."""
+    """A Numba kernel, loaded by CuPy, launched as `launch(blocks, threads, args)`.
 
-    def __init__(self, cupy, ptx, kinds, what):
+    ptx: the kernel's PTX, which names its entry and parameters; images: functions that return
+    what to load, tried in order (by default the PTX itself)."""
+
+    def __init__(self, cupy, ptx, kinds, what, images=None):
         name, types = entry_parameters(ptx)
         if len(types) != parameter_count(kinds):
             raise RuntimeError(f"{what}: the compiled kernel takes {len(types)} parameters, but "
@@ -62,11 +70,32 @@ class CupyLaunch:
         if unknown:
             raise RuntimeError(f"{what}: PTX parameter types {unknown} are not handled here")
         self.types = [PTX_TYPES[t] for t in types]
-        module = cupy.cuda.function.Module()
-        module.load(ptx.encode())
-        self.function = module.get_function(name)  # holds on to its module
+        refused = []
+        for image in images or [ptx.encode]:
+            module = cupy.cuda.function.Module()
+            try:
+                module.load(image())
+                self.function = module.get_function(name)  # holds on to its module
+                return
+            except Exception as exc:  # CuPy's CUDADriverError, e.g. a PTX newer than the driver
+                refused.append(f"{type(exc).__name__}: {exc}")
+        raise RuntimeError(f"{what}: CuPy could not load the compiled kernel ({'; '.join(refused)})")
 
     def __call__(self, blocks, threads, args):
         grid = blocks if isinstance(blocks, tuple) else (blocks,)
         block = threads if isinstance(threads, tuple) else (threads,)
         self.function(grid, block, tuple(t(v) for t, v in zip(self.types, parameters(args))))
+
+
+def through_cupy(cupy, kernel, kinds, what):
+    """A CupyLaunch of `kernel` (Numba's, compiled for one signature), loading its PTX, else the
+    machine code Numba linked; None, with a warning, where CuPy can load neither (Numba launches it)."""
+    (signature, ptx), = kernel.inspect_asm().items()
+    library = getattr(kernel.overloads[signature], "_codelibrary", None)  # numba-cuda's, not public
+    images = [ptx.encode] + ([library.get_cubin] if hasattr(library, "get_cubin") else [])
+    try:
+        return CupyLaunch(cupy, ptx, kinds, what, images)
+    except RuntimeError as exc:
+        warnings.warn(f"minivae.kernels: {exc}. Numba launches it instead, at a higher host cost "
+                      "per launch.", RuntimeWarning, stacklevel=3)
+        return None

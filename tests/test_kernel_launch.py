@@ -7,6 +7,7 @@ entry of a PTX that Numba (numba-cuda 0.30.4) compiled for kernels/philox.py's `
 GPU, the last test runs every kind of kernel both ways and asks for the same bits.
 """
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -51,14 +52,18 @@ class DeviceArray:
 
 
 class FakeCupy:
-    """cupy.cuda.function.Module, recording what is loaded and launched."""
+    """cupy.cuda.function.Module, recording what is loaded and launched; it refuses the images
+    in `refuses`, as CuPy raises CUDADriverError for a PTX newer than the driver."""
 
-    def __init__(self):
+    def __init__(self, refuses=()):
         self.loaded, self.launched = [], []
         fake = self
 
         class Module:
             def load(self, image):
+                if image in refuses:
+                    raise RuntimeError("CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the provided PTX was "
+                                       "compiled with an unsupported toolchain.")
                 fake.loaded.append(image)
 
             def get_function(self, name):
@@ -117,33 +122,73 @@ def test_a_layout_that_does_not_match_the_compiled_kernel_is_refused():
                           [(np.uint64, 1, True)], "philox.advance")
 
 
-def test_kernels_of_cupy_arrays_are_launched_by_cupy_and_others_by_numba(monkeypatch):
-    """kernels._launch: CuPy arrays (stood in for here) go to CuPy, once loaded per kernel and
-    argument types; with LAUNCH_THROUGH_CUPY off, to Numba's launcher of the compiled kernel."""
+class Compiled:
+    """What numba.cuda.jit(signature)(kernel) gives: its PTX and linked code (one signature), and
+    Numba's launcher, which records its launches in `by_numba`."""
+
+    def __init__(self, by_numba):
+        self.by_numba, self.inspected = by_numba, 0
+        library = type("Library", (), {"get_cubin": staticmethod(lambda: b"CUBIN")})()
+        self.overloads = {("uint64[::1]",): type("Overload", (), {"_codelibrary": library})()}
+
+    def inspect_asm(self):
+        self.inspected += 1
+        return {("uint64[::1]",): ADVANCE_PTX}
+
+    def __getitem__(self, grid):
+        return lambda *args: self.by_numba.append((grid, args))
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """kernels with a stand-in compiler (Compiled) and arrays (DeviceArray) taken for CuPy's."""
     pytest.importorskip("numba")
     from minivae import kernels
-    cupy, by_numba, loads = FakeCupy(), [], []
-
-    class Compiled:  # what numba.cuda.jit(signature)(kernel) gives: PTX to inspect, a launcher
-        def inspect_asm(self):
-            loads.append(1)
-            return {("uint64[::1]",): ADVANCE_PTX}
-
-        def __getitem__(self, grid):
-            return lambda *args: by_numba.append((grid, args))
+    by_numba = []
     for cache in ("_compiled", "_configured", "_through_cupy"):
         monkeypatch.setattr(kernels, cache, {})
-    monkeypatch.setattr(kernels, "_compile", lambda module, name, signature: Compiled())
+    monkeypatch.setattr(kernels, "_compile", lambda module, name, signature: Compiled(by_numba))
     monkeypatch.setattr(backend, "is_cupy_array", lambda a: isinstance(a, DeviceArray))
+    return kernels, by_numba
+
+
+def test_kernels_of_cupy_arrays_are_launched_by_cupy_and_others_by_numba(stand_ins, monkeypatch):
+    """kernels._launch: CuPy arrays go to CuPy, loaded once per kernel and argument types; with
+    LAUNCH_THROUGH_CUPY off, to Numba's launcher of the compiled kernel."""
+    kernels, by_numba = stand_ins
+    cupy = FakeCupy()
     monkeypatch.setattr(backend, "require_cuda", lambda: cupy)
     counter = DeviceArray((1,), np.uint64, ptr=8192)
     kernels.advance(counter)
     kernels.advance(counter)
     assert [args for *_, args in cupy.launched] == [(0, 0, 1, 8, 8192, 1, 8)] * 2
-    assert len(loads) == 1 and by_numba == []
+    assert cupy.loaded == [ADVANCE_PTX.encode()] and by_numba == []
     monkeypatch.setattr(kernels, "LAUNCH_THROUGH_CUPY", False)
     kernels.advance(counter)
     assert by_numba == [((1, 1), (counter,))] and len(cupy.launched) == 2
+
+
+def test_a_ptx_the_driver_refuses_is_replaced_by_the_code_numba_linked(stand_ins, monkeypatch):
+    kernels, by_numba = stand_ins
+    cupy = FakeCupy(refuses={ADVANCE_PTX.encode()})
+    monkeypatch.setattr(backend, "require_cuda", lambda: cupy)
+    kernels.advance(DeviceArray((1,), np.uint64, ptr=8192))
+    assert cupy.loaded == [b"CUBIN"] and len(cupy.launched) == 1 and by_numba == []
+
+
+def test_a_kernel_cupy_cannot_load_is_launched_by_numba_with_one_warning(stand_ins, monkeypatch):
+    kernels, by_numba = stand_ins
+    cupy = FakeCupy(refuses={ADVANCE_PTX.encode(), b"CUBIN"})
+    monkeypatch.setattr(backend, "require_cuda", lambda: cupy)
+    counter = DeviceArray((1,), np.uint64, ptr=8192)
+    with pytest.warns(RuntimeWarning, match=r"philox.advance: CuPy could not load the compiled "
+                                            r"kernel \(RuntimeError: CUDA_ERROR_UNSUPPORTED_PTX.*"
+                                            r"Numba launches it instead"):
+        kernels.advance(counter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # remembered: no second try, no second warning
+        kernels.advance(counter)
+    assert by_numba == [((1, 1), (counter,))] * 2 and cupy.launched == []
 
 
 @pytest.mark.skipif(SIMULATED or not backend.cuda_available(), reason="needs CuPy and a GPU")
@@ -186,7 +231,10 @@ def test_cupy_and_numba_launch_the_same_kernel_to_the_same_bits(case, monkeypatc
     results = {}
     for through_cupy in (True, False):
         monkeypatch.setattr(kernels, "LAUNCH_THROUGH_CUPY", through_cupy)
+        monkeypatch.setattr(kernels, "_through_cupy", {})
         r = np.random.default_rng(0)
         results[through_cupy] = [cupy.asnumpy(x) for x in run()]
+        if through_cupy:  # CuPy loaded every kernel it was given (None: it fell back to Numba)
+            assert kernels._through_cupy and None not in kernels._through_cupy.values()
     for by_cupy, by_numba in zip(results[True], results[False]):
         np.testing.assert_array_equal(by_cupy, by_numba)
