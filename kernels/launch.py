@@ -1,9 +1,10 @@
 """Launching a kernel that Numba compiled through CuPy: the same code, a fraction of the host time.
 
 Numba's own launch, `kernel[blocks, threads](*args)`, wraps every CuPy array argument as a Numba
-device array (through its __cuda_array_interface__) at every launch: about 200 µs of host time for
-a launch of three arrays on an H200 host with numba-cuda 0.30.4 (docs/gpu.md), where the GPU may
-need 10. A CuPy function launch costs a few µs. So, once per kernel and argument types, the PTX
+device array (through its __cuda_array_interface__) at every launch. On an H200 machine with
+numba-cuda 0.30.4 a launcher call of minivae.kernels took 170-320 µs of host time so, and 60-200
+µs launched by CuPy, checks and allocations included (docs/gpu.md), where many of the kernels
+need 10-100 µs of the GPU. So, once per kernel and argument types, the PTX
 that Numba compiled is loaded as a CuPy module, and each launch passes the parameters exactly as
 Numba would have (numba-cuda's `_Kernel._prepare_args`): an array is passed as
 
