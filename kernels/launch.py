@@ -3,10 +3,10 @@
 Numba's own launch, `kernel[blocks, threads](*args)`, wraps every CuPy array argument as a Numba
 device array (through its __cuda_array_interface__) at every launch. On an H200 machine with
 numba-cuda 0.30.4 a launcher call of minivae.kernels took 170-320 µs of host time so, and 60-200
-µs launched by CuPy, checks and allocations included (docs/gpu.md), where many of the kernels
-need 10-100 µs of the GPU. So, once per kernel and argument types, the PTX
-that Numba compiled is loaded as a CuPy module, and each launch passes the parameters exactly as
-Numba would have (numba-cuda's `_Kernel._prepare_args`): an array is passed as
+µs launched by CuPy, checks and allocations included (docs/gpu.md); the GPU's own time averaged
+6 µs a kernel in a foster step at batch 32. So, once per kernel and argument types, the PTX that
+Numba compiled is loaded as a CuPy module, and each launch passes the parameters exactly as Numba
+would have (numba-cuda's `_Kernel._prepare_args`): an array is passed as
 
     meminfo (0), parent (0), size, itemsize, data pointer, shape[0], ..., strides[0], ... (bytes)
 
