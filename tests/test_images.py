@@ -326,16 +326,20 @@ def test_digits_read_from_png_files_are_the_idx_readers_arrays(tmp_path, monkeyp
 
 
 def real_mnist_folder():
+    """The folder holding real MNIST's test images, if any: where $MINIVAE_DATA points (the folder
+    or its mnist/), else the cache."""
     import os
     from pathlib import Path
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minivae" / "mnist"
-    return cache if (cache / "t10k-images-idx3-ubyte").is_file() else None
+    named = [Path(os.environ["MINIVAE_DATA"])] if os.environ.get("MINIVAE_DATA") else []
+    folders = [folder for root in named for folder in (root / "mnist", root)] + [cache]
+    return next((f for f in folders if (f / "t10k-images-idx3-ubyte").is_file()), None)
 
 
 REAL_MNIST = real_mnist_folder()   # looked up before `isolated` moves the cache
 
 
-@pytest.mark.skipif(REAL_MNIST is None, reason="real MNIST is not in the cache")
+@pytest.mark.skipif(REAL_MNIST is None, reason="real MNIST is neither in $MINIVAE_DATA nor in the cache")
 def test_mnists_test_digits_from_png_files_are_exactly_the_idx_arrays(tmp_path):
     idx_images, _ = data.load_mnist("test", data_dir=REAL_MNIST, quiet=True)
     folder = write_pngs(tmp_path / "pngs", data.read_idx(REAL_MNIST / "t10k-images-idx3-ubyte"))
