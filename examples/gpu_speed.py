@@ -13,6 +13,7 @@ its busy milliseconds (the kernels' and copies' own time) and how many kernels a
     python examples/gpu_speed.py --model foster --batch-size 1024 --steps 50 --rounds 5
 """
 import argparse
+import contextlib
 import json
 import statistics
 
@@ -25,30 +26,31 @@ from minivae import backend, bench, kernels
 SIDES = ("kernels", "numba", "never", "torch")
 
 
-def one_turn(side, model, batch_size, steps):
-    """images/s of one turn of `side` (see SIDES)."""
-    if side == "torch":
-        return torch_bench(model, batch_size, steps, "cuda", repeats=1)["images_per_s"]
+@contextlib.contextmanager
+def minivae_side(side):
+    """Run minivae as `side` ("kernels", "numba" or "never") inside the block."""
     through_cupy = kernels.LAUNCH_THROUGH_CUPY
     kernels.LAUNCH_THROUGH_CUPY = side == "kernels"
     try:
         with backend.use_kernels("never" if side == "never" else "auto"):
-            return bench.run(model, batch_size, steps, device="cuda", repeats=1)["images_per_s"]
+            yield
     finally:
         kernels.LAUNCH_THROUGH_CUPY = through_cupy
+
+
+def one_turn(side, model, batch_size, steps):
+    """images/s of one turn of `side` (see SIDES)."""
+    if side == "torch":
+        return torch_bench(model, batch_size, steps, "cuda", repeats=1)["images_per_s"]
+    with minivae_side(side):
+        return bench.run(model, batch_size, steps, device="cuda", repeats=1)["images_per_s"]
 
 
 def gpu_activity(side, model, batch_size, steps):
     """(GPU busy ms per step, GPU activities per step) of `side` over `steps` training steps."""
     from torch.profiler import ProfilerActivity, profile
-    through_cupy = kernels.LAUNCH_THROUGH_CUPY
-    kernels.LAUNCH_THROUGH_CUPY = side == "kernels"
-    try:
-        with backend.use_kernels("never" if side == "never" else "auto"):
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
-                bench.run(model, batch_size, steps, device="cuda", warmup=0, repeats=1)
-    finally:
-        kernels.LAUNCH_THROUGH_CUPY = through_cupy
+    with minivae_side(side), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        bench.run(model, batch_size, steps, device="cuda", warmup=0, repeats=1)
     events = [e for e in profiler.key_averages() if e.self_device_time_total > 0]
     return (sum(e.self_device_time_total for e in events) / 1000 / steps,
             sum(e.count for e in events) / steps)
