@@ -134,10 +134,8 @@ def backward(g, kept, need_dx=True, need_dw=True):
     if need_dx:
         dv = _tile_rows(m, c, th * tw, n, g.dtype)
         _products(u.transpose(0, 2, 1), _matrices(dm, o), _matrices(dv, c))
-        patches = workspace.empty((c, m + 2, m + 2, th, tw, n), g.dtype)
-        _by_channels(_kernel("patch_gradients", m), c, dv.size, dv, patches)
         dx = workspace.empty((c, h, wd, n), g.dtype)
-        cpu_kernels.col2im(patches, dx, m, m, top, left)           # each patch added back where it was read
+        _by_channels(_kernel("input_gradient", m), c, dv.size, dv, dx, th, tw, top, left)   # B dV Bᵀ added back
     return dx, dw
 
 
@@ -225,9 +223,9 @@ def _compile():
         import numba
         # The kernels' helpers first, each under its own name, so that the kernels calling them
         # compile with them (written into the kernels' code where called: inline="always").
-        for helper in (_finish_tile, _bt, _b, _at, _a):
+        for helper in (_finish_tile, _cut_out, _bt, _b, _at, _a):
             globals()[helper.__name__] = numba.njit(inline="always")(helper)
-        for kernel in ("input_tiles", "output_tiles", "gradient_tiles", "patch_gradients"):
+        for kernel in ("input_tiles", "output_tiles", "gradient_tiles", "input_gradient"):
             for m in G:
                 _compiled[_kernel(kernel, m)] = cpu_kernels.jit(globals()[_kernel(kernel, m)])
     return True
@@ -328,40 +326,61 @@ def gradient_tiles(g, dm, o0, o1):
                     dm[12, tile, n], dm[13, tile, n], dm[14, tile, n], dm[15, tile, n] = t0, t0 + t1, t0 - t1, -t1
 
 
-def patch_gradients(dv, patches, c0, c1):
-    """patches[c, i, j, ty, tx] = (B dV Bᵀ)[i, j] for the 4×4 dV = dv[:, tile (c, ty, tx)]: the
-    adjoint of input_tiles, short of adding each patch back where it was read (col2im's job).
-    patches (C, 4, 4, TH, TW, N), as im2col lays out 4×4 patches at stride 2."""
-    th, tw, batch = patches.shape[3], patches.shape[4], patches.shape[5]
+def input_gradient(dv, dx, th, tw, top, left, c0, c1):
+    """dx[c] for the channels c0 <= c < c1: the patches B dV Bᵀ of a channel's tiles (dV = dv[:,
+    tile (c, ty, tx)]), each added onto the 4×4 patch of the padded input it was read from (corner
+    (2·ty, 2·tx)), the padding (top, left) then cut off. The adjoint of input_tiles, in one pass:
+    the sums go into one padded channel in the cache (buf), where writing every patch out and
+    adding them back (col2im) would pass over memory four times the size of dx. dx (C, H, W, N)."""
+    batch = dx.shape[3]
+    buf = np.empty((2 * th + 2, 2 * tw + 2, batch), dx.dtype)
     for c in range(c0, c1):
+        buf[:] = 0
         for ty in range(th):
             for tx in range(tw):
-                tile = (c * th + ty) * tw + tx
+                tile, r, s = (c * th + ty) * tw + tx, 2 * ty, 2 * tx
                 # the rows of B dV are V0, V1 - V2 + V3, V1 + V2 - V0 and -V3, for V0..V3 the rows of dV
-                # (entries 0-3, 4-7, 8-11, 12-15 of dv); each row (t0..t3) times Bᵀ:
-                # (t0, t1 - t2 + t3, t1 + t2 - t0, -t3), row i of the patch
+                # (entries 0-3, 4-7, 8-11, 12-15 of dv); each row (t0..t3) times Bᵀ is
+                # (t0, t1 - t2 + t3, t1 + t2 - t0, -t3), added onto row r + i of the patch
                 for n in range(batch):
                     t0, t1, t2, t3 = dv[0, tile, n], dv[1, tile, n], dv[2, tile, n], dv[3, tile, n]
-                    patches[c, 0, 0, ty, tx, n], patches[c, 0, 1, ty, tx, n] = t0, t1 - t2 + t3
-                    patches[c, 0, 2, ty, tx, n], patches[c, 0, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                    buf[r, s, n] += t0
+                    buf[r, s + 1, n] += t1 - t2 + t3
+                    buf[r, s + 2, n] += t1 + t2 - t0
+                    buf[r, s + 3, n] -= t3
                 for n in range(batch):
                     t0 = dv[4, tile, n] - dv[8, tile, n] + dv[12, tile, n]
                     t1 = dv[5, tile, n] - dv[9, tile, n] + dv[13, tile, n]
                     t2 = dv[6, tile, n] - dv[10, tile, n] + dv[14, tile, n]
                     t3 = dv[7, tile, n] - dv[11, tile, n] + dv[15, tile, n]
-                    patches[c, 1, 0, ty, tx, n], patches[c, 1, 1, ty, tx, n] = t0, t1 - t2 + t3
-                    patches[c, 1, 2, ty, tx, n], patches[c, 1, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                    buf[r + 1, s, n] += t0
+                    buf[r + 1, s + 1, n] += t1 - t2 + t3
+                    buf[r + 1, s + 2, n] += t1 + t2 - t0
+                    buf[r + 1, s + 3, n] -= t3
                 for n in range(batch):
                     t0 = dv[4, tile, n] + dv[8, tile, n] - dv[0, tile, n]
                     t1 = dv[5, tile, n] + dv[9, tile, n] - dv[1, tile, n]
                     t2 = dv[6, tile, n] + dv[10, tile, n] - dv[2, tile, n]
                     t3 = dv[7, tile, n] + dv[11, tile, n] - dv[3, tile, n]
-                    patches[c, 2, 0, ty, tx, n], patches[c, 2, 1, ty, tx, n] = t0, t1 - t2 + t3
-                    patches[c, 2, 2, ty, tx, n], patches[c, 2, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                    buf[r + 2, s, n] += t0
+                    buf[r + 2, s + 1, n] += t1 - t2 + t3
+                    buf[r + 2, s + 2, n] += t1 + t2 - t0
+                    buf[r + 2, s + 3, n] -= t3
                 for n in range(batch):
-                    t0, t1, t2, t3 = -dv[12, tile, n], -dv[13, tile, n], -dv[14, tile, n], -dv[15, tile, n]
-                    patches[c, 3, 0, ty, tx, n], patches[c, 3, 1, ty, tx, n] = t0, t1 - t2 + t3
-                    patches[c, 3, 2, ty, tx, n], patches[c, 3, 3, ty, tx, n] = t1 + t2 - t0, -t3
+                    t0, t1, t2, t3 = dv[12, tile, n], dv[13, tile, n], dv[14, tile, n], dv[15, tile, n]
+                    buf[r + 3, s, n] -= t0
+                    buf[r + 3, s + 1, n] -= t1 - t2 + t3
+                    buf[r + 3, s + 2, n] -= t1 + t2 - t0
+                    buf[r + 3, s + 3, n] += t3
+        _cut_out(buf, dx, c, top, left)
+
+
+def _cut_out(buf, dx, c, top, left):
+    """dx[c] = the padded channel buf without its padding."""
+    for i in range(dx.shape[1]):
+        for j in range(dx.shape[2]):
+            for n in range(dx.shape[3]):
+                dx[c, i, j, n] = buf[top + i, left + j, n]
 
 
 def _finish_tile(y, o, r, s, m, bias, kind, slope):
@@ -488,16 +507,16 @@ def gradient_tiles_4x4(g, dm, o0, o1):
                             dm[e + 4, tile, n], dm[e + 5, tile, n] = _a(t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n])
 
 
-def patch_gradients_4x4(dv, patches, c0, c1):
-    """patches[c, i, j, ty, tx] = (B dV Bᵀ)[i, j] for the 6×6 dV = dv[:, tile (c, ty, tx)]: the
-    adjoint of input_tiles_4x4, short of adding each patch back where it was read (col2im's job).
-    patches (C, 6, 6, TH, TW, N), as im2col lays out 6×6 patches at stride 4."""
-    th, tw, batch = patches.shape[3], patches.shape[4], patches.shape[5]
+def input_gradient_4x4(dv, dx, th, tw, top, left, c0, c1):
+    """input_gradient for 6×6 patches at stride 4: the adjoint of input_tiles_4x4 in one pass."""
+    batch = dx.shape[3]
+    buf = np.empty((4 * th + 2, 4 * tw + 2, batch), dx.dtype)
     t = np.empty((6, 6, batch), dv.dtype)                     # B dV
     for c in range(c0, c1):
+        buf[:] = 0
         for ty in range(th):
             for tx in range(tw):
-                tile = (c * th + ty) * tw + tx
+                tile, r, s = (c * th + ty) * tw + tx, 4 * ty, 4 * tx
                 for j in range(6):
                     for n in range(batch):
                         t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n], t[4, j, n], t[5, j, n] = _b(
@@ -505,6 +524,11 @@ def patch_gradients_4x4(dv, patches, c0, c1):
                             dv[18 + j, tile, n], dv[24 + j, tile, n], dv[30 + j, tile, n])
                 for i in range(6):
                     for n in range(batch):
-                        patches[c, i, 0, ty, tx, n], patches[c, i, 1, ty, tx, n], patches[c, i, 2, ty, tx, n], \
-                            patches[c, i, 3, ty, tx, n], patches[c, i, 4, ty, tx, n], patches[c, i, 5, ty, tx, n] = _b(
-                                t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n], t[i, 4, n], t[i, 5, n])
+                        p0, p1, p2, p3, p4, p5 = _b(t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n], t[i, 4, n], t[i, 5, n])
+                        buf[r + i, s, n] += p0
+                        buf[r + i, s + 1, n] += p1
+                        buf[r + i, s + 2, n] += p2
+                        buf[r + i, s + 3, n] += p3
+                        buf[r + i, s + 4, n] += p4
+                        buf[r + i, s + 5, n] += p5
+        _cut_out(buf, dx, c, top, left)
