@@ -23,6 +23,7 @@ def tiles(request, monkeypatch):
     monkeypatch.setattr(winograd, "MIN_COLUMNS", {2: 1, 4: 1})
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 2)
     monkeypatch.setattr(winograd, "MAX_SPARE", 16.0)
+    assert winograd._compile()   # the kernels, for the tests that call the transforms themselves
     return request.param
 
 
@@ -120,6 +121,55 @@ def test_the_kernel_gradient_is_the_adjoint_of_the_kernel_transform(tiles):
     """<U(w), dU> = <w, Uᵀ(dU)>: the identity that makes dL/dw right whatever the shapes."""
     w, du = randn(3, 2, 3, 3, seed=1), randn((tiles + 2) ** 2, 3, 2, seed=2)
     assert np.isclose(np.sum(winograd.kernel_transform(w, tiles) * du), np.sum(w * winograd.kernel_gradient(du)),
+                      rtol=1e-13)
+
+
+BT = {2: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],          # Bᵀ, as in winograd.py
+      4: [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+          [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]}
+TILE_CASES = [((2, 3, 6, 5), (1, 1, 1, 1)), ((3, 2, 9, 8), (0, 0, 2, 0)), ((1, 2, 5, 7), (2, 1, 0, 1))]
+# x (N, C, H, W) and its padding (top, bottom, left, right)
+
+
+def tiles_of(x_shape, pads, m):
+    """(TH, TW): the m×m tiles that cover the output of a 3×3 convolution of x padded by pads."""
+    top, bottom, left, right = pads
+    oh, ow = x_shape[2] + top + bottom - 2, x_shape[3] + left + right - 2
+    return -(-oh // m), -(-ow // m)
+
+
+@pytest.mark.parametrize("x_shape, pads", TILE_CASES, ids=str)
+def test_the_input_transform_is_bt_d_b_of_each_patch(x_shape, pads, tiles):
+    """V[:, tile] = Bᵀ d B for the (m + 2)×(m + 2) patch d of the padded input at (m·ty, m·tx),
+    computed here by NumPy, patch by patch. The numbers are integers, so every sum is exact in
+    whatever order it is added: equal, not close."""
+    m, (top, _, left, _) = tiles, pads
+    x = np.random.default_rng(0).integers(-8, 9, size=x_shape).astype(np.float64)
+    th, tw = tiles_of(x_shape, pads, m)
+    v = winograd.input_transform(x, top, left, m, th, tw)
+    padded = np.zeros((x_shape[0], x_shape[1], m * th + 2, m * tw + 2))
+    padded[:, :, top:top + x_shape[2], left:left + x_shape[3]] = x
+    bt = np.array(BT[m], np.float64)
+    for c in range(x_shape[1]):
+        for ty in range(th):
+            for tx in range(tw):
+                d = padded[:, c, m * ty:m * ty + m + 2, m * tx:m * tx + m + 2]      # (N, m + 2, m + 2)
+                expected = (bt @ d @ bt.T).reshape(x_shape[0], -1).T              # ((m + 2)², N)
+                assert np.array_equal(v[:, (c * th + ty) * tw + tx], expected)
+
+
+@pytest.mark.parametrize("x_shape, pads", TILE_CASES, ids=str)
+def test_the_input_gradient_is_the_adjoint_of_the_input_transform(x_shape, pads, tiles):
+    """<V(x), dV> = <x, Vᵀ(dV)>: dL/dx (each tile's B dV Bᵀ added back onto the patch it read, the
+    padding cut off) is right for any shapes and padding."""
+    m, (top, _, left, _) = tiles, pads
+    x = randn(*x_shape, seed=1)
+    th, tw = tiles_of(x_shape, pads, m)
+    v = winograd.input_transform(x, top, left, m, th, tw)
+    dv = randn(*v.shape, seed=2)
+    dx = winograd.input_gradient_of(dv, x_shape, top, left, m, th, tw)          # (C, H, W, N)
+    tiles_only = slice(0, v.shape[1] - 1)                                        # not the spare tile
+    assert np.isclose(np.sum(v[:, tiles_only] * dv[:, tiles_only]), np.sum(x * dx.transpose(3, 0, 1, 2)),
                       rtol=1e-13)
 
 

@@ -98,14 +98,7 @@ def forward(x, w, pads, bias=None, activation=None):
     oh, ow = h + top + bottom - 2, wd + left + right - 2
     m = tile_size(oh, ow)
     th, tw = -(-oh // m), -(-ow // m)                          # m×m output tiles down and across
-    v = _tile_rows(m, c, th * tw, n, x.dtype)
-    if m == 2:
-        d = _columns_by_parity(x, top, left, th, tw)
-        _by_channels("input_tiles", c, v.size, d, v.reshape(v.shape[0], -1), tw)
-    else:
-        padded = workspace.zeros((c, m * th + 2, m * tw + 2, n), x.dtype)   # x with whole tiles' borders
-        padded[:, top:top + h, left:left + wd] = x.transpose(1, 2, 3, 0)
-        _by_channels(_kernel("input_tiles", m), c, v.size, padded, v)
+    v = input_transform(x, top, left, m, th, tw)
     u = kernel_transform(w, m)                                     # ((m + 2)², C_out, C_in)
     products = _tile_rows(m, w.shape[0], th * tw, n, x.dtype)
     _products(u, _matrices(v, c), _matrices(products, w.shape[0]))
@@ -152,9 +145,33 @@ def backward(g, kept, need_dx=True, need_dw=True):
     if need_dx:
         dv = _tile_rows(m, c, th * tw, n, g.dtype)
         _products(u.transpose(0, 2, 1), _matrices(dm, o), _matrices(dv, c))
-        dx = workspace.empty((c, h, wd, n), g.dtype)
-        _by_channels(_kernel("input_gradient", m), c, dv.size, dv, dx, th, tw, top, left)   # B dV Bᵀ added back
+        dx = input_gradient_of(dv, (n, c, h, wd), top, left, m, th, tw)
     return dx, dw
+
+
+def input_transform(x, top, left, m, th, tw):
+    """V = Bᵀ d B for every m×m output tile of x (N, C, H, W) padded by top rows and left columns
+    (and zeros below and right to whole tiles): ((m + 2)², C·TH·TW + 1, N), as _tile_rows lays it
+    out; tile (c, ty, tx) reads the (m + 2)×(m + 2) patch d whose corner is (m·ty, m·tx)."""
+    n, c, h, wd = x.shape
+    v = _tile_rows(m, c, th * tw, n, x.dtype)
+    if m == 2:
+        d = _columns_by_parity(x, top, left, th, tw)
+        _by_channels("input_tiles", c, v.size, d, v.reshape(v.shape[0], -1), tw)
+    else:
+        padded = workspace.zeros((c, m * th + 2, m * tw + 2, n), x.dtype)   # x with whole tiles' borders
+        padded[:, top:top + h, left:left + wd] = x.transpose(1, 2, 3, 0)
+        _by_channels(_kernel("input_tiles", m), c, v.size, padded, v)
+    return v
+
+
+def input_gradient_of(dv, x_shape, top, left, m, th, tw):
+    """dL/dx = B dV Bᵀ for every tile, added onto the patch it read, the padding cut off: the
+    adjoint of input_transform, as a CHWN array (C, H, W, N) for x of x_shape (N, C, H, W)."""
+    n, c, h, wd = x_shape
+    dx = workspace.empty((c, h, wd, n), dv.dtype)
+    _by_channels(_kernel("input_gradient", m), c, dv.size, dv, dx, th, tw, top, left)
+    return dx
 
 
 def _tile_rows(m, channels, tiles, batch, dtype):
