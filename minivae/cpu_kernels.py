@@ -8,7 +8,8 @@ over memory:
   so it needs no padded copy of x;
 - col2im adds each kernel offset's block of patch entries back onto the pixels they were read
   from, offset after offset as NumPy's loop does, starting from 0, without a padded copy: the
-  same sums in the same order, so the same bits;
+  same sums in the same order, so the same bits; for conv_transpose2d's output it then adds the
+  bias and applies the activation to each channel while it is in the cache (finish_channel);
 - leaky_relu's forward makes its slope (1 or a) and y = slope·x in one pass instead of NumPy's
   five (the same float32 products);
 - relu's forward makes y and the mask x > 0 in one pass instead of NumPy's two, and `product`
@@ -63,11 +64,14 @@ def _compile():
         if _compiled:
             return True
         try:
-            import numba  # noqa: F401
+            import numba
         except ImportError:
             settings["enabled"] = False
             return False
         compiled = {}
+        # the col2im kernels' helper, written into their code (from its Python function, also when
+        # the kernels are compiled a second time)
+        globals()["finish_channel"] = numba.njit(inline="always")(getattr(finish_channel, "py_func", finish_channel))
         for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
                        product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
             compiled[kernel.__name__] = jit(kernel)
@@ -92,14 +96,22 @@ def im2col(x_chwn, cols, sh, sw, top, left):
 COL2IM_GATHER_FROM = 65   # batch size from which col2im gathers pixel by pixel (see col2im)
 
 
-def col2im(cols, out, sh, sw, top, left):
-    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads.
+def col2im(cols, out, sh, sw, top, left, bias=None, activation=None):
+    """out (C, H, W, N) from cols (C, kH, kW, OH, OW, N), the channels split over the threads; then
+    out = activation(out + bias) where given (an activations.Fused), each channel as soon as it is
+    summed, while it is in the cache: the numbers of activate_rows, without a pass of its own.
 
     Two walks give the same sums: offset by offset (col2im_chwn), 1.4-2.9x faster up to batch 64
     at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
     batch 128 (one thread, medians of 15, on a 2-core AMD EPYC VM: docs/performance.md)."""
     kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
-    _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left)
+    kind = 0 if activation is None else (1 if activation.negative_slope is None else 2)
+    slope = np.float32(0 if kind < 2 else activation.negative_slope)
+    if bias is None:
+        _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left, None, kind, slope)
+    else:
+        _along_first_axis(lambda c, o, b: _compiled[kernel](c, o, sh, sw, top, left, b, kind, slope),
+                          (cols, out, bias))
 
 
 def _along_first_axis(kernel, arrays, *args):
@@ -288,7 +300,7 @@ def im2col_chwn(x, cols, sh, sw, top, left):
                                 cols[c, i, j, p, q, n] = 0
 
 
-def col2im_chwn(cols, out, sh, sw, top, left):
+def col2im_chwn(cols, out, sh, sw, top, left, bias, kind, slope):
     """out[c, r, s, n] = Σ over the offsets (i, j) whose patch read pixel (r, s) of
     cols[c, i, j, p, q, n], r = p·sH + i - top, s = q·sW + j - left, summed in (i, j) order.
     cols (C, kH, kW, OH, OW, N), out (C, H, W, N).
@@ -311,9 +323,10 @@ def col2im_chwn(cols, out, sh, sw, top, left):
                         if 0 <= s < width:
                             for n in range(batch):
                                 out[c, r, s, n] += cols[c, i, j, p, q, n]
+        finish_channel(out, c, bias, kind, slope)
 
 
-def col2im_gather_chwn(cols, out, sh, sw, top, left):
+def col2im_gather_chwn(cols, out, sh, sw, top, left, bias, kind, slope):
     """out[c, r, s, n] = Σ over the offsets (i, j) whose patch read pixel (r, s) of
     cols[c, i, j, p, q, n], p = (r + top - i) / sH, q = (s + left - j) / sW, summed in (i, j)
     order. cols (C, kH, kW, OH, OW, N), out (C, H, W, N). Pixel by pixel: each pixel of out is
@@ -335,3 +348,24 @@ def col2im_gather_chwn(cols, out, sh, sw, top, left):
                             continue
                         for n in range(batch):
                             out[c, r, s, n] += cols[c, i, j, p, q, n]
+        finish_channel(out, c, bias, kind, slope)
+
+
+def finish_channel(out, c, bias, kind, slope):
+    """out[c] = out[c] + bias[c] (bias None: as it is), then relu (kind 1) or leaky_relu (kind 2,
+    that slope) as relu_rows and leaky_relu_rows make them; nothing for kind 0 without a bias."""
+    if bias is None and kind == 0:
+        return
+    flat = out[c].reshape(out.shape[1] * out.shape[2] * out.shape[3])
+    b = np.float32(0) if bias is None else bias[c]
+    if kind == 1:                                             # one loop per kind: each is SIMD
+        for k in range(flat.size):
+            x = flat[k] if bias is None else flat[k] + b
+            flat[k] = np.float32(0) if x <= 0 else x
+    elif kind == 2:
+        for k in range(flat.size):
+            x = flat[k] if bias is None else flat[k] + b
+            flat[k] = x * (np.float32(1) if x > 0 else (slope if x <= 0 else np.float32(0)))
+    else:
+        for k in range(flat.size):
+            flat[k] += b

@@ -10,6 +10,7 @@ import pytest
 
 from minivae import Tensor, cpu_kernels, nn, optim, threads
 from minivae import functional as F
+from minivae.functional.activations import Fused
 from minivae.functional.im2col import col2im, im2col
 
 pytest.importorskip("numba")
@@ -62,6 +63,22 @@ def test_im2col_and_col2im_equal_the_numpy_reference(case, layout, col2im_walk, 
     cols = rng.standard_normal(reference.shape, dtype=np.float32)
     reference, fast = reference_and_fast(col2im, cols, shape, kernel, stride, pads)
     assert np.array_equal(fast, reference)  # the same sums in the same order
+
+
+@pytest.mark.parametrize("col2im_walk", ["offset by offset", "pixel by pixel"])
+@pytest.mark.parametrize("activation", [None, Fused(), Fused(0.3)], ids=["bias only", "relu", "leaky_relu 0.3"])
+def test_col2im_adds_the_bias_and_applies_the_activation_as_numpy_does(activation, col2im_walk, thread_count,
+                                                                       monkeypatch):
+    """conv_transpose2d's output: col2im, + bias, then the activation, each channel as soon as it is
+    summed, gives the bits of NumPy's passes one after the other."""
+    if col2im_walk == "pixel by pixel":
+        monkeypatch.setattr(cpu_kernels, "COL2IM_GATHER_FROM", 1)
+    shape, kernel, stride, pads = CASES["same, stride 2 (odd pad after)"]
+    rng = np.random.default_rng(1)
+    cols = rng.standard_normal((shape[1] * kernel[0] * kernel[1], 4 * 4 * shape[0]), dtype=np.float32)
+    bias = rng.standard_normal(shape[1], dtype=np.float32)
+    reference, fast = reference_and_fast(col2im, cols, shape, kernel, stride, pads, bias, activation)
+    assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32))
 
 
 def leaky_relu_value_and_grad(x, g):

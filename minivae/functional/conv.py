@@ -184,11 +184,8 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
     `op` with inputs (x, w, b), followed by `activation` where given; weight_grad maps the
     gradient for w_data to the one for w."""
     x_mat = to_chwn(x.data)                                   # X (C_in, H·W·N)
-    y = _scatter(x_mat, w_data, out_shape, stride, pads)      # (N, C_out, OH, OW), a view of ours
-    if activation is not None:
-        activation.apply_with_bias(y, None if b is None else b.data)
-    elif b is not None:
-        y += b.data[:, None, None]
+    y = _scatter(x_mat, w_data, out_shape, stride, pads,     # (N, C_out, OH, OW), a view of ours,
+                 None if b is None else b.data, activation)   # + b, then the activation
 
     def backward(g):
         if activation is not None:
@@ -243,8 +240,9 @@ def _weight_product(a, b):
     return out
 
 
-def _scatter(x_mat, w, shape, stride, pads):
-    """conv_transpose2d on arrays: col2im(Wᵀ @ X) for X (w.shape[0], H·W·N), output `shape` (N, C, OH, OW)."""
+def _scatter(x_mat, w, shape, stride, pads, bias=None, activation=None):
+    """conv_transpose2d on arrays: col2im(Wᵀ @ X) for X (w.shape[0], H·W·N), output `shape` (N, C, OH, OW),
+    + bias and then the activation where given."""
     w_mat = w.reshape(w.shape[0], -1)
     # With one channel in (a conv2d with C_out = 1) Wᵀ @ X is an outer product: broadcasting does it
     # 3-4× faster than OpenBLAS, whose matrix product is unusually slow when the inner size is 1.
@@ -253,7 +251,7 @@ def _scatter(x_mat, w, shape, stride, pads):
         cols = xp.multiply(w_mat.T, x_mat, out=workspace.empty((w_mat.shape[1], x_mat.shape[1]), x_mat.dtype, xp))
     else:
         cols = matmul_arrays(w_mat.T, x_mat)
-    return col2im(cols, shape, w.shape[2:], stride, pads)
+    return col2im(cols, shape, w.shape[2:], stride, pads, bias, activation)
 
 
 # ---- argument checks and padding ----------------------------------------------------------------

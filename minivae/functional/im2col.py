@@ -81,24 +81,35 @@ def im2col(x, kernel, stride, pads):
     return matrix
 
 
-def col2im(cols, shape, kernel, stride, pads):
-    """The adjoint of im2col: cols (C·kH·kW, OH·OW·N) -> (N, C, H, W), overlapping patches summed.
+def col2im(cols, shape, kernel, stride, pads, bias=None, activation=None):
+    """The adjoint of im2col: cols (C·kH·kW, OH·OW·N) -> (N, C, H, W), overlapping patches summed;
+    then + bias (C,) and an activations.Fused where given (conv_transpose2d's output), on the CPU
+    kernels' path in the same pass, each channel while it is in the cache.
 
     The result is an (N, C, H, W) view of a CHWN buffer.
     """
     if backend.kernels_for(cols):
-        return kernels.col2im(cols, shape, kernel, stride, pads)
+        return _finish(kernels.col2im(cols, shape, kernel, stride, pads), bias, activation)
     xp = backend.array_module(cols)
     n, c, h, w = shape
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
     oh, ow = conv_output_size(h, kh, sh, top, bottom), conv_output_size(w, kw, sw, left, right)
     cols = cols.reshape(c, kh, kw, oh, ow, n)
-    if cpu_kernels.use_for(cols):
+    if cpu_kernels.use_for(cols) and (bias is None or cpu_kernels.use_for(bias)):
         out = workspace.empty((c, h, w, n), cols.dtype, xp)
-        cpu_kernels.col2im(cols, out, sh, sw, top, left)
+        cpu_kernels.col2im(cols, out, sh, sw, top, left, bias, activation)
         return out.transpose(3, 0, 1, 2)
     padded = workspace.zeros((c, h + top + bottom, w + left + right, n), cols.dtype, xp)
     for i in range(kh):
         for j in range(kw):  # the same slices im2col read, now added back (no np.add.at needed)
             padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, i, j]
-    return padded[:, top:top + h, left:left + w].transpose(3, 0, 1, 2)
+    return _finish(padded[:, top:top + h, left:left + w].transpose(3, 0, 1, 2), bias, activation)
+
+
+def _finish(y, bias, activation):
+    """y = activation(y + bias), in place, each where given."""
+    if activation is not None:
+        activation.apply_with_bias(y, bias)
+    elif bias is not None:
+        y += bias[:, None, None]
+    return y
