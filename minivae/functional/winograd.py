@@ -110,20 +110,6 @@ def forward(x, w, pads, bias=None, activation=None):
     return (m, u, v, x.shape, pads), y
 
 
-def _columns_by_parity(x, top, left, th, tw):
-    """x (N, C, H, W) padded to whole 2×2 tiles as F(2×2)'s input_tiles reads it: (C, 2·TH + 2, 2,
-    (TW + 1)·N), column 2a + p of image n of the padded input at [c, row, p, a·N + n]."""
-    n, c, h, wd = x.shape
-    d = workspace.zeros((c, 2 * th + 2, 2, tw + 1, n), x.dtype)
-    x_chwn = x.transpose(1, 2, 3, 0)
-    for parity in (0, 1):
-        first = (parity - left) % 2                        # the first column of x that lands on this parity
-        columns = x_chwn[:, :, first::2]
-        start = (left + first) // 2
-        d[:, top:top + h, parity, start:start + columns.shape[2]] = columns
-    return d.reshape(c, 2 * th + 2, 2, -1)
-
-
 def backward(g, kept, need_dx=True, need_dw=True):
     """dL/dx (as a CHWN array (C_in, H, W, N)) and dL/dw (C_out, C_in, 3, 3) of forward's
     convolution for dL/dy = g (N, C_out, OH, OW), before the bias and activation (each None where
@@ -155,13 +141,13 @@ def input_transform(x, top, left, m, th, tw):
     out; tile (c, ty, tx) reads the (m + 2)×(m + 2) patch d whose corner is (m·ty, m·tx)."""
     n, c, h, wd = x.shape
     v = _tile_rows(m, c, th * tw, n, x.dtype)
+    x_chwn = x.transpose(1, 2, 3, 0)
+    if not x_chwn.flags.c_contiguous:                  # (the layers hand on CHWN memory: no copy)
+        x_chwn = _copy(x_chwn)
     if m == 2:
-        d = _columns_by_parity(x, top, left, th, tw)
-        _by_channels("input_tiles", c, v.size, d, v.reshape(v.shape[0], -1), tw)
+        _by_channels("input_tiles", c, v.size, x_chwn, v.reshape(v.shape[0], -1), th, tw, top, left)
     else:
-        padded = workspace.zeros((c, m * th + 2, m * tw + 2, n), x.dtype)   # x with whole tiles' borders
-        padded[:, top:top + h, left:left + wd] = x.transpose(1, 2, 3, 0)
-        _by_channels(_kernel("input_tiles", m), c, v.size, padded, v)
+        _by_channels(_kernel("input_tiles", m), c, v.size, x_chwn, v, th, tw, top, left)
     return v
 
 
@@ -258,7 +244,7 @@ def _compile():
         import numba
         # The kernels' helpers first, each under its own name, so that the kernels calling them
         # compile with them (written into the kernels' code where called: inline="always").
-        for helper in (_finish_tile, _cut_out, _bt, _b, _at, _a):
+        for helper in (_finish_tile, _pad_channel, _cut_out, _bt, _b, _at, _a):
             globals()[helper.__name__] = numba.njit(inline="always")(helper)
         for kernel in ("input_tiles", "output_tiles", "gradient_tiles", "input_gradient"):
             for m in G:
@@ -282,21 +268,31 @@ def _kernel(name, m):
 # another, and gives up. So each loop makes one row of a tile.)
 # The 16 entries ξ of Winograd space are v[ξ] (the products' V[ξ], M[ξ]): v[ξ, tile, n], tile
 # (c·TH + ty)·TW + tx. One tile more than that needs: 4 KiB apart, the 16 places a loop writes
-# would fall in the same few sets of the cache (2-6x slower). The callers pad the images to
-# whole tiles, so no kernel looks for the edge of an image.
+# would fall in the same few sets of the cache (2-6x slower). The input kernels pad each channel
+# to whole tiles in a buffer of their own first (in the cache, and on every thread at once, where a
+# padded copy of the whole input made beforehand ran on one), the gradient's callers pad it, and
+# the outputs come in whole tiles: so no loop over a tile looks for the edge of an image.
 
-def input_tiles(d, v, tw, c0, c1):
-    """v[4·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 4×4 patch d of the padded input whose
-    corner is (2·ty, 2·tx): neighbouring patches overlap by 2, as their 2×2 output tiles sit side by
-    side. A row of tiles at a time: d (C, 2·TH + 2, 2, (TW + 1)·N) is the padded input with its
-    columns split by parity (_columns_by_parity), so the four columns 2tx .. 2tx + 3 that tile tx
-    reads are, for all the row's tiles and images at once, four runs of memory: the even and the
-    odd columns, and both again one tile on. v (16, (C·TH·TW + 1)·N): the planes of v, flat.
+def input_tiles(x, v, th, tw, top, left, c0, c1):
+    """v[4·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 4×4 patch d of x (C, H, W, N) padded by
+    top rows and left columns (and zeros to whole tiles) whose corner is (2·ty, 2·tx). A row of
+    tiles at a time: each channel is first padded into a buffer with its columns split by parity
+    (column 2a + p of image n at d[row, p, a·N + n]), so the four columns 2tx .. 2tx + 3 that tile
+    tx reads are, for all the row's tiles and images at once, four runs of memory: the even and
+    the odd columns, and both again one tile on. v (16, (C·TH·TW + 1)·N): the planes of v, flat.
     (Tile by tile, each loop would run over the N images only: with N = 16 it spent more on
     setting up than on adding, and the whole pass took 1.7× as long.)"""
-    th, batch = (d.shape[1] - 2) // 2, d.shape[3] // (tw + 1)
+    height, width, batch = x.shape[1], x.shape[2], x.shape[3]
     run = tw * batch
+    d = np.empty((2 * th + 2, 2, (tw + 1) * batch), x.dtype)
     for c in range(c0, c1):
+        d[:] = 0
+        for row in range(height):
+            for col in range(width):
+                a, parity = divmod(left + col, 2)
+                to, frm = d[top + row, parity, a * batch:(a + 1) * batch], x[c, row, col]
+                for n in range(batch):
+                    to[n] = frm[n]
         for ty in range(th):
             at, r = (c * th + ty) * run, 2 * ty
             for i in range(4):
@@ -304,9 +300,9 @@ def input_tiles(d, v, tw, c0, c1):
                 # that row (t0..t3) times B: (t0 - t2, t1 + t2, t2 - t1, t1 - t3)
                 p, q, e = r + (0, 1, 2, 1)[i], r + (2, 2, 1, 3)[i], 4 * i
                 # slices, so that every loop index is j alone: Numba then knows none is negative
-                p0, p1, q0, q1 = d[c, p, 0, :run], d[c, p, 1, :run], d[c, q, 0, :run], d[c, q, 1, :run]
-                p2, p3 = d[c, p, 0, batch:batch + run], d[c, p, 1, batch:batch + run]     # one tile on
-                q2, q3 = d[c, q, 0, batch:batch + run], d[c, q, 1, batch:batch + run]
+                p0, p1, q0, q1 = d[p, 0, :run], d[p, 1, :run], d[q, 0, :run], d[q, 1, :run]
+                p2, p3 = d[p, 0, batch:batch + run], d[p, 1, batch:batch + run]     # one tile on
+                q2, q3 = d[q, 0, batch:batch + run], d[q, 1, batch:batch + run]
                 v0, v1 = v[e, at:at + run], v[e + 1, at:at + run]
                 v2, v3 = v[e + 2, at:at + run], v[e + 3, at:at + run]
                 if i == 1:
@@ -418,6 +414,16 @@ def input_gradient(dv, dx, th, tw, top, left, c0, c1):
         _cut_out(buf, dx, c, top, left)
 
 
+def _pad_channel(x, c, d, top, left):
+    """d = channel c of x (C, H, W, N) with top rows and left columns of zeros before it and zeros
+    after it to d's size: the padded channel the tiles read (the adjoint of _cut_out)."""
+    d[:] = 0
+    for i in range(x.shape[1]):
+        for j in range(x.shape[2]):
+            for n in range(x.shape[3]):
+                d[top + i, left + j, n] = x[c, i, j, n]
+
+
 def _cut_out(buf, dx, c, top, left):
     """dx[c] = the padded channel buf without its padding."""
     for i in range(dx.shape[1]):
@@ -487,20 +493,23 @@ def _a(g0, g1, g2, g3):
             g0 - _2 * g1 + _4 * g2 - _8 * g3, g3)
 
 
-def input_tiles_4x4(x, v, c0, c1):
-    """v[6·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 6×6 patch d of x (C, 4·TH + 2,
-    4·TW + 2, N) whose corner is (4·ty, 4·tx)."""
-    th, tw, batch = (x.shape[1] - 2) // 4, (x.shape[2] - 2) // 4, x.shape[3]
+def input_tiles_4x4(x, v, th, tw, top, left, c0, c1):
+    """v[6·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 6×6 patch d of x (C, H, W, N) padded
+    by top rows and left columns (and zeros to whole tiles) whose corner is (4·ty, 4·tx); each
+    channel is padded first, into a buffer (d) that stays in the cache."""
+    batch = x.shape[3]
+    d = np.empty((4 * th + 2, 4 * tw + 2, batch), x.dtype)
     t = np.empty((6, 6, batch), x.dtype)                      # Bᵀ d
     for c in range(c0, c1):
+        _pad_channel(x, c, d, top, left)
         for ty in range(th):
             for tx in range(tw):
                 tile, r, s = (c * th + ty) * tw + tx, 4 * ty, 4 * tx
                 for j in range(6):
                     for n in range(batch):
                         t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n], t[4, j, n], t[5, j, n] = _bt(
-                            x[c, r, s + j, n], x[c, r + 1, s + j, n], x[c, r + 2, s + j, n],
-                            x[c, r + 3, s + j, n], x[c, r + 4, s + j, n], x[c, r + 5, s + j, n])
+                            d[r, s + j, n], d[r + 1, s + j, n], d[r + 2, s + j, n],
+                            d[r + 3, s + j, n], d[r + 4, s + j, n], d[r + 5, s + j, n])
                 for i in range(6):
                     e = 6 * i
                     for n in range(batch):
