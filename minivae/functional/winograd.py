@@ -156,7 +156,10 @@ def input_gradient_of(dv, x_shape, top, left, m, th, tw):
     adjoint of input_transform, as a CHWN array (C, H, W, N) for x of x_shape (N, C, H, W)."""
     n, c, h, wd = x_shape
     dx = workspace.empty((c, h, wd, n), dv.dtype)
-    _by_channels(_kernel("input_gradient", m), c, dv.size, dv, dx, th, tw, top, left)
+    if m == 2:
+        _by_channels("input_gradient", c, dv.size, dv.reshape(dv.shape[0], -1), dx, th, tw, top, left)
+    else:
+        _by_channels(_kernel("input_gradient", m), c, dv.size, dv, dx, th, tw, top, left)
     return dx
 
 
@@ -244,7 +247,7 @@ def _compile():
         import numba
         # The kernels' helpers first, each under its own name, so that the kernels calling them
         # compile with them (written into the kernels' code where called: inline="always").
-        for helper in (_finish_tile, _pad_channel, _cut_out, _bt, _b, _at, _a):
+        for helper in (_finish_tile, _pad_channel, _cut_out, _cut_out_by_parity, _bt, _b, _at, _a):
             globals()[helper.__name__] = numba.njit(inline="always")(helper)
         for kernel in ("input_tiles", "output_tiles", "gradient_tiles", "input_gradient"):
             for m in G:
@@ -261,7 +264,8 @@ def _kernel(name, m):
 #
 # Each walks the tiles of its channels, and for each tile loops over the images n (the innermost
 # axis of every array here) in a few loops that Numba's compiler turns into SIMD instructions;
-# F(2×2)'s input_tiles walks a row of tiles in each loop, a longer run (its docstring says how).
+# F(2×2)'s input_tiles and input_gradient walk a row of tiles in each loop, a longer run (their
+# docstrings say how).
 # First F(2×2, 3×3)'s four, then F(4×4, 3×3)'s.
 # (It does not where a loop's index is anything but n plus numbers fixed for the loop, or where it
 # stores to more than about 12 places: it would first have to check that none of them overlaps
@@ -370,48 +374,60 @@ def input_gradient(dv, dx, th, tw, top, left, c0, c1):
     tile (c, ty, tx)]), each added onto the 4×4 patch of the padded input it was read from (corner
     (2·ty, 2·tx)), the padding (top, left) then cut off. The adjoint of input_tiles, in one pass:
     the sums go into one padded channel in the cache (buf), where writing every patch out and
-    adding them back (col2im) would pass over memory four times the size of dx. dx (C, H, W, N)."""
+    adding them back (col2im) would pass over memory four times the size of dx. A row of tiles at
+    a time, as input_tiles reads them: buf is laid out as its d (columns split by parity), and
+    tile tx adds its columns 0 and 1 onto the even and odd columns at tx, its columns 2 and 3 onto
+    those at tx + 1, in a loop of their own (in one loop, tile tx + 1 would add onto the same
+    places). dv (16, (C·TH·TW + 1)·N): the planes of dv, flat. dx (C, H, W, N)."""
     batch = dx.shape[3]
-    buf = np.empty((2 * th + 2, 2 * tw + 2, batch), dx.dtype)
+    run = tw * batch
+    buf = np.empty((2 * th + 2, 2, (tw + 1) * batch), dx.dtype)
+    t = np.empty((4, run), dx.dtype)                            # a row of B dV, for a row of tiles
+    one = dx.dtype.type(1)
     for c in range(c0, c1):
         buf[:] = 0
         for ty in range(th):
-            for tx in range(tw):
-                tile, r, s = (c * th + ty) * tw + tx, 2 * ty, 2 * tx
-                # the rows of B dV are V0, V1 - V2 + V3, V1 + V2 - V0 and -V3, for V0..V3 the rows of dV
-                # (entries 0-3, 4-7, 8-11, 12-15 of dv); each row (t0..t3) times Bᵀ is
-                # (t0, t1 - t2 + t3, t1 + t2 - t0, -t3), added onto row r + i of the patch
-                for n in range(batch):
-                    t0, t1, t2, t3 = dv[0, tile, n], dv[1, tile, n], dv[2, tile, n], dv[3, tile, n]
-                    buf[r, s, n] += t0
-                    buf[r, s + 1, n] += t1 - t2 + t3
-                    buf[r, s + 2, n] += t1 + t2 - t0
-                    buf[r, s + 3, n] -= t3
-                for n in range(batch):
-                    t0 = dv[4, tile, n] - dv[8, tile, n] + dv[12, tile, n]
-                    t1 = dv[5, tile, n] - dv[9, tile, n] + dv[13, tile, n]
-                    t2 = dv[6, tile, n] - dv[10, tile, n] + dv[14, tile, n]
-                    t3 = dv[7, tile, n] - dv[11, tile, n] + dv[15, tile, n]
-                    buf[r + 1, s, n] += t0
-                    buf[r + 1, s + 1, n] += t1 - t2 + t3
-                    buf[r + 1, s + 2, n] += t1 + t2 - t0
-                    buf[r + 1, s + 3, n] -= t3
-                for n in range(batch):
-                    t0 = dv[4, tile, n] + dv[8, tile, n] - dv[0, tile, n]
-                    t1 = dv[5, tile, n] + dv[9, tile, n] - dv[1, tile, n]
-                    t2 = dv[6, tile, n] + dv[10, tile, n] - dv[2, tile, n]
-                    t3 = dv[7, tile, n] + dv[11, tile, n] - dv[3, tile, n]
-                    buf[r + 2, s, n] += t0
-                    buf[r + 2, s + 1, n] += t1 - t2 + t3
-                    buf[r + 2, s + 2, n] += t1 + t2 - t0
-                    buf[r + 2, s + 3, n] -= t3
-                for n in range(batch):
-                    t0, t1, t2, t3 = dv[12, tile, n], dv[13, tile, n], dv[14, tile, n], dv[15, tile, n]
-                    buf[r + 3, s, n] -= t0
-                    buf[r + 3, s + 1, n] -= t1 - t2 + t3
-                    buf[r + 3, s + 2, n] -= t1 + t2 - t0
-                    buf[r + 3, s + 3, n] += t3
-        _cut_out(buf, dx, c, top, left)
+            at = (c * th + ty) * run
+            for i in range(4):
+                # row i of B dV is (V0, V1 - V2 + V3, V1 + V2 - V0, -V3)[i], for V0..V3 the rows of dV
+                # (entries 0-3, 4-7, 8-11, 12-15 of dv); that row (t0..t3) times Bᵀ is
+                # (t0, t1 - t2 + t3, t1 + t2 - t0, -t3), added onto row 2·ty + i of the patch
+                sign = one if i < 3 else -one
+                if i == 0 or i == 3:
+                    e = 12 * (i // 3)
+                    t0, t1, t2, t3 = dv[e, at:at + run], dv[e + 1, at:at + run], dv[e + 2, at:at + run], dv[e + 3, at:at + run]
+                else:
+                    for k in range(4):
+                        a, b, d = dv[4 + k, at:at + run], dv[8 + k, at:at + run], dv[(12 if i == 1 else 0) + k, at:at + run]
+                        row = t[k]
+                        if i == 1:
+                            for j in range(run):
+                                row[j] = a[j] - b[j] + d[j]
+                        else:
+                            for j in range(run):
+                                row[j] = a[j] + b[j] - d[j]
+                    t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+                even, odd = buf[2 * ty + i, 0, :run], buf[2 * ty + i, 1, :run]
+                for j in range(run):                           # columns 0 and 1: even and odd at tx
+                    even[j] += sign * t0[j]
+                    odd[j] += sign * (t1[j] - t2[j] + t3[j])
+                even, odd = buf[2 * ty + i, 0, batch:batch + run], buf[2 * ty + i, 1, batch:batch + run]
+                for j in range(run):                           # columns 2 and 3: at tx + 1
+                    even[j] += sign * (t1[j] + t2[j] - t0[j])
+                    odd[j] -= sign * t3[j]
+        _cut_out_by_parity(buf, dx, c, top, left)
+
+
+def _cut_out_by_parity(buf, dx, c, top, left):
+    """dx[c] = the padded channel buf, its columns split by parity (as input_tiles' d), without
+    its padding: the adjoint of input_tiles' padding."""
+    batch = dx.shape[3]
+    for row in range(dx.shape[1]):
+        for col in range(dx.shape[2]):
+            a, parity = divmod(left + col, 2)
+            frm, to = buf[top + row, parity, a * batch:(a + 1) * batch], dx[c, row, col]
+            for n in range(batch):
+                to[n] = frm[n]
 
 
 def _pad_channel(x, c, d, top, left):
