@@ -227,8 +227,8 @@ class Tensor:
                 norm, peak = float(xp.linalg.norm(g.ravel())), float(abs(g).max()) if g.size else 0.0
                 report(f"{step:>4}  {node.op or 'leaf':<24} {node.layer or node.name or '-':<22} "
                        f"{str(tuple(g.shape)):<18} {norm:>10.3e} {peak:>10.3e}  {'yes' if finite else 'NO'}")
-            if node._backward is None:  # a leaf: keep the gradient (a copy: g may be a shared view)
-                node.grad = workspace.copy(g) if node.grad is None else node.grad + g
+            if node._backward is None:  # a leaf: keep the gradient (a copy, where g is shared: workspace.owned)
+                node.grad = workspace.owned(g) if node.grad is None else node.grad + g
                 continue
             grads_in = node._backward(g) if hook is None else hook(node, g)
             for inp, g_in in zip(node._inputs, grads_in):
@@ -238,6 +238,7 @@ class Tensor:
                 key = id(inp)
                 pending[key] = _added(pending[key], g_in, xp) if key in pending else g_in  # used twice
             node._inputs, node._backward = (), _freed  # release the graph as we go
+            grads_in = g_in = g = None  # pending alone holds the gradients now (see workspace.owned)
 
 
 def _freed(grad_out):

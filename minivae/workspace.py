@@ -39,6 +39,15 @@ def _count(array):
     return sys.getrefcount(array)
 
 
+def _references_when_sole():
+    """sys.getrefcount(a) within Workspace.owned for an array a that only its caller's one name
+    holds (calibrated, as _FREE is)."""
+    def owned(a):   # as Workspace.owned receives it: an argument, counted in the call's own frame
+        return sys.getrefcount(a)
+    array = np.empty(0)
+    return owned(array)
+
+
 class Workspace:
     """Byte buffers kept by (array module, size in bytes), each handed out again, viewed with the
     shape and dtype asked for, once nobody else holds it. Keyed by size rather than by shape, one
@@ -93,11 +102,22 @@ class Workspace:
             back[axis] = position
         return base.transpose(back)
 
-    def copy(self, a):
-        """A copy of a in a workspace array laid out as a is."""
+    def owned(self, a):
+        """a itself where only the caller's one name holds it, and only a holds its memory (or a
+        and the workspace): then nothing else can change its numbers, and keeping it costs no pass
+        over memory. Else a copy of a, in a workspace array laid out as a is. For a leaf's
+        gradient: most are made by an op for this one use (a weight gradient's product), some are
+        shared (the dL/dy that F.add hands both its inputs, a view of another tensor's memory)."""
+        if sys.getrefcount(a) == _SOLE and (a.base is None or self._keeps(a.base) and _count(a.base) == _FREE):
+            return a
         out = self.like(a)
         out[...] = a
         return out
+
+    def _keeps(self, buffer):
+        """Is buffer one of the workspace's own?"""
+        return isinstance(buffer, np.ndarray) and any(
+            b is buffer for b in self.kept.get((backend.array_module(buffer).__name__, buffer.nbytes), ()))
 
     def clear(self):
         """Forget every kept buffer (those still in use live on with their users)."""
@@ -121,5 +141,6 @@ class Workspace:
 
 
 _FREE = _references_when_free()
+_SOLE = _references_when_sole()
 
 workspace = Workspace()  # the one the ops use

@@ -30,6 +30,20 @@ def test_leaf_gradients_accumulate_across_backward_calls():
     np.testing.assert_allclose(x.grad, [5.0, 5.0, 5.0])
 
 
+def test_a_leaf_gradient_is_its_own_even_where_the_backward_shared_it():
+    # F.add hands the same dL/dy to both inputs, and an upstream gradient stays the caller's:
+    # each leaf's .grad must still be an array of its own (changing one changes no other)
+    a, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    (a + b).sum().backward()
+    a.grad *= 10
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0, 1.0])
+    x = Tensor(np.zeros(2), requires_grad=True)
+    upstream = np.array([1.0, 2.0])
+    (x + 0.0).backward(upstream)
+    upstream[...] = 0
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0])
+
+
 @pytest.mark.parametrize("shape_a, shape_b", [((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 3, 4), (3, 1)), ((3,), ())])
 def test_broadcast_gradients_are_summed_back(shape_a, shape_b):
     # d/da Σ(a·b) = b broadcast to the output, then summed over the axes a was stretched along

@@ -53,6 +53,25 @@ def test_like_keeps_the_memory_layout():
     assert Workspace().like(chwn, bool).dtype == bool
 
 
+def test_owned_keeps_an_array_nothing_else_holds_and_copies_a_shared_one():
+    ws = Workspace()
+    fresh = np.full((2, 3), 5.0)                         # a plain array, held by this name only
+    assert ws.owned(fresh) is fresh
+    lent = ws.empty((2, 3), np.float64)                   # a workspace array, held by this name only
+    lent[...] = 1
+    assert ws.owned(lent) is lent
+    held_twice = fresh
+    copy = ws.owned(fresh)                                # another name holds it: a copy
+    assert copy is not fresh and np.shares_memory(copy, fresh) is False and np.array_equal(copy, fresh)
+    del held_twice
+    view = lent.reshape(3, 2)                             # another array on lent's memory: a copy of each
+    assert ws.owned(lent) is not lent and ws.owned(view) is not view
+    del view
+    part = np.arange(4.0)[1:]                             # a view of memory nothing else can reach...
+    assert ws.owned(part) is not part                      # ...but not the workspace's: copied, to be sure
+    np.testing.assert_array_equal(ws.owned(part), [1, 2, 3])
+
+
 def test_free_arrays_of_old_shapes_are_dropped_past_the_limit():
     ws = Workspace(limit_bytes=1000)
     held = ws.empty((100,), np.float32)                  # 400 bytes, held
