@@ -4,16 +4,18 @@ The first layer of both MNIST models reads one channel (1 -> 32) from the images
 gradient. By im2col its matrix products are thin: W (32, 9) @ cols (9, H·W·N) sums 9 terms per
 output, and OpenBLAS runs a product that thin at a small fraction of its speed, after a copy into
 the patch matrix; the weight gradient dY @ colsᵀ needs dY = dL/dy · act'(y) written out first.
-Here each kernel tap (i, j) is one pass of  y_row += w[i, j] · x_row shifted by (i, j):  with the
-batch innermost in memory (CHWN, see im2col.py) a tap shifts a whole image row of W·N numbers by
-whole pixels, so every pass is one long SIMD loop over rows in the cache, and no patch matrix is made.
+Here the kernel taps (i, j) shift whole image rows: with the batch innermost in memory (CHWN, see
+im2col.py) tap (i, j) of output row p reads input row p + i shifted by j whole pixels of N numbers,
+so a row of y is one long SIMD loop over the nine shifted input rows (a 3×3 kernel: the input padded
+with zeros first, the taps summed in a register, then the bias and the activation), and the weight
+gradient is one such loop per tap, summing products; no patch matrix is made.
 
     spread   y[o, p, q]  = act(Σ_{i,j} w[o, i, j] · x[p + i − top, q + j − left] + b[o])
     weights  dw[o, i, j] = Σ_{p,q} dY[o, p, q] · x[p + i − top, q + j − left],   db[o] = Σ_{p,q} dY[o, p, q]
 
-(terms that fall off the image are left out: the zero padding), with dY = dL/dy · act'(y) made
-inside weights' pass, one channel at a time into a small buffer that stays in the cache, instead
-of a pass of its own writing out the whole of dY.
+(x is 0 off the image: the zero padding), with dY = dL/dy · act'(y) made inside weights' pass,
+one channel at a time into a small buffer that stays in the cache, instead of a pass of its own
+writing out the whole of dY.
 
 The numbers are those of the im2col path, which stays the reference (and the path wherever x
 needs its gradient), up to float rounding (tests/test_one_channel.py). Each output number is
@@ -64,8 +66,11 @@ def spread(x, w, n, out_hw, pads, bias=None, activation=None):
     y = workspace.empty((w.shape[0], out_hw[0], out_hw[1] * n), x.dtype)
     kind, slope = activation_code(activation)
     taps = np.ascontiguousarray(w[:, 0])                       # (C, kH, kW)
+    top, bottom, left, right = pads
+    padded = workspace.zeros((x.shape[1] + top + bottom, x.shape[2] + (left + right) * n), x.dtype)
+    padded[top:top + x.shape[1], left * n:left * n + x.shape[2]] = x[0]   # the image rows, zeros around
     _by_parts(w.shape[0], lambda part: _compiled["spread_rows"](
-        x[0], taps[part], None if bias is None else bias[part], y[part], n, pads[0], pads[2], kind,
+        padded, taps[part], None if bias is None else bias[part], y[part], n, kind,
         x.dtype.type(slope), x.dtype.type(1)))
     return y
 
@@ -108,42 +113,48 @@ def _compile():
 # min(OW, W + left − j)), the others read zero padding and are skipped. Each pass is written over
 # two slices of equal length, a loop that Numba's compiler makes SIMD.
 
-def spread_rows(x, w, bias, y, n, top, left, kind, slope, one):
-    """y[o, p] = act(Σ_{i,j} w[o, i, j] · x[p + i − top] shifted by j − left, + bias[o]), for the
-    rows x (H, W·n) and y (C, OH, OW·n); kind and slope as activation_code gives them."""
-    height, width = x.shape[0], x.shape[1] // n
+def spread_rows(x, w, bias, y, n, kind, slope, one):
+    """y[o, p] = act(Σ_{i,j} w[o, i, j] · x[p + i] shifted by j, + bias[o]), for x the padded rows
+    (OH + kH − 1, (OW + kW − 1)·n) and y (C, OH, OW·n); kind and slope as activation_code gives
+    them. Each row of y is made in one pass: the kH·kW taps of an output number summed in a
+    register, in the order i, j, then the bias and the activation added (for a 3×3 kernel; any
+    other passes over the row once per tap, and once more for the activation)."""
     channels, kh, kw = w.shape
-    out_height, out_width = y.shape[1], y.shape[2] // n
+    out_height, span = y.shape[1], y.shape[2]
     zero = one - one                                          # 0 and 1 in the arrays' dtype
     for o in range(channels):
+        b = zero if bias is None else bias[o]
         for p in range(out_height):
             row = y[o, p]
+            if kh == 3 and kw == 3:
+                # the nine taps' input runs: rows p, p + 1, p + 2, each shifted by 0, 1 and 2 pixels
+                a0, a1, a2 = x[p, :span], x[p, n:n + span], x[p, 2 * n:2 * n + span]
+                b0, b1, b2 = x[p + 1, :span], x[p + 1, n:n + span], x[p + 1, 2 * n:2 * n + span]
+                c0, c1, c2 = x[p + 2, :span], x[p + 2, n:n + span], x[p + 2, 2 * n:2 * n + span]
+                w00, w01, w02, w10, w11, w12 = w[o, 0, 0], w[o, 0, 1], w[o, 0, 2], w[o, 1, 0], w[o, 1, 1], w[o, 1, 2]
+                w20, w21, w22 = w[o, 2, 0], w[o, 2, 1], w[o, 2, 2]
+                for e in range(span):
+                    v = zero + w00 * a0[e] + w01 * a1[e] + w02 * a2[e] + w10 * b0[e] + w11 * b1[e] \
+                        + w12 * b2[e] + w20 * c0[e] + w21 * c1[e] + w22 * c2[e] + b
+                    if kind == RELU:
+                        v = zero if v <= 0 else v
+                    elif kind == LEAKY_RELU:
+                        v = v * (one if v > 0 else (slope if v <= 0 else zero))
+                    row[e] = v
+                continue
             row[:] = zero
             for i in range(kh):
-                r = p + i - top
-                if r < 0 or r >= height:
-                    continue
                 for j in range(kw):
-                    q0, q1 = max(0, left - j), min(out_width, width + left - j)
-                    if q0 >= q1:
-                        continue
-                    tap = w[o, i, j]
-                    to = row[q0 * n:q1 * n]
-                    frm = x[r, (q0 + j - left) * n:(q1 + j - left) * n]
-                    for e in range(to.size):
-                        to[e] += tap * frm[e]
-            b = zero if bias is None else bias[o]
-            if kind == RELU:                                  # one loop per kind: each is SIMD
-                for e in range(row.size):
-                    v = row[e] + b
-                    row[e] = zero if v <= 0 else v
-            elif kind == LEAKY_RELU:
-                for e in range(row.size):
-                    v = row[e] + b
-                    row[e] = v * (one if v > 0 else (slope if v <= 0 else zero))
-            elif bias is not None:
-                for e in range(row.size):
-                    row[e] += b
+                    tap, frm = w[o, i, j], x[p + i, j * n:j * n + span]
+                    for e in range(span):
+                        row[e] += tap * frm[e]
+            for e in range(span):
+                v = row[e] + b
+                if kind == RELU:
+                    v = zero if v <= 0 else v
+                elif kind == LEAKY_RELU:
+                    v = v * (one if v > 0 else (slope if v <= 0 else zero))
+                row[e] = v
 
 
 def weights_rows(g, y, x, dw, db, n, top, left, kind, slope, one):
