@@ -212,14 +212,14 @@ def test_bias_grad_is_the_sum_over_all_but_the_channel_axis_in_every_layout(layo
     np.testing.assert_allclose(bias_grad(g), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("m, k, length", [(64, 576, 1568), (3, 18, 40), (32, 9, 50)])
+@pytest.mark.parametrize("m, k, length", [(64, 576, 1568), (3, 18, 40), (32, 9, 50), (2, 300, 16)])
 def test_a_weight_gradient_taken_the_other_way_round_is_a_times_b_transposed(m, k, length):
     # the backward passes compute dY @ colsᵀ as (cols @ dYᵀ)ᵀ where cols has more rows, which
     # OpenBLAS runs faster: the plain product stays the reference, and the result is a contiguous
     # (m, k) array either way
-    from minivae.functional.conv import _weight_product
+    from minivae.functional._common import weight_product
     a, b = randn(m, length), randn(k, length)
-    got = _weight_product(a, b)
+    got = weight_product(a, b)
     assert got.shape == (m, k) and got.flags.c_contiguous
     np.testing.assert_allclose(got, a @ b.T, rtol=1e-10, atol=1e-10)
 

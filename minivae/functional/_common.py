@@ -1,6 +1,6 @@
 """Small helpers shared by the ops: argument checks with readable errors, the xp lookup, and the
-two array computations several ops share (a matrix product, a bias gradient), each of which may
-run one of our CUDA kernels (see backend.use_kernels)."""
+array computations several ops share (a matrix product, a weight gradient's product, a bias
+gradient), each of which may run one of our CUDA kernels (see backend.use_kernels)."""
 import numpy as np
 
 from .. import backend, kernels, threads
@@ -65,6 +65,22 @@ def matmul_arrays(a, b, row_bias=None, activation=None):
         activation.apply(out, row_bias)
     elif row_bias is not None:
         out += row_bias[:, None]
+    return out
+
+
+def weight_product(a, b):
+    """a @ bᵀ for a (M, L) and b (K, L), L the batch (with every pixel, for a convolution): a
+    weight gradient, M = C_out rows and K = C_in·kH·kW columns for conv2d, M = in and K = out
+    features for a dense layer. Where K > M it is computed as (b @ aᵀ)ᵀ and the M·K numbers
+    copied once into place: with the taller matrix first, OpenBLAS ran these products 15-20%
+    faster (a 2-core Xeon, one thread; training steps 3% faster), Chollet's 2 -> 12544 dense
+    layer's 1.7-1.9x (65 against 124 us at batch 16), and with a 9-row one first (one channel,
+    3×3) 12% slower. On a GPU, a @ bᵀ as it is (cuBLAS)."""
+    if backend.array_module(a, b) is not np or b.shape[0] <= a.shape[0]:
+        return matmul_arrays(a, b.T)
+    product = matmul_arrays(b, a.T)                     # (K, M)
+    out = workspace.empty(product.shape[::-1], product.dtype)
+    out[...] = product.T
     return out
 
 

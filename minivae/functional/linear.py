@@ -1,6 +1,6 @@
 """Matrix products: the dense layer and the bare `@`."""
 from ..tensor import Tensor
-from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, xp_of
+from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
 
 __all__ = ["matmul", "linear"]
 
@@ -45,6 +45,6 @@ def linear(x, w, b=None, activation=None):
         if activation is not None:
             g = activation.backward(g, y)  # dL/dy before the activation
         return (matmul_arrays(w.data, g.T).T if x.requires_grad else None,
-                matmul_arrays(x.data.T, g) if w.requires_grad else None,
+                weight_product(x.data.T, g.T) if w.requires_grad else None,
                 bias_grad(g) if b is not None and b.requires_grad else None)
     return Tensor.from_op(y, (x, w, b), backward, "linear")
