@@ -108,10 +108,12 @@ def _compile():
 # ---- the kernels ----------------------------------------------------------------------------------
 #
 # Every array is a stack of image rows with the batch innermost: pixel q of a row holds its n images
-# at [q·n, q·n + n). Tap (i, j) of output row p reads input row p + i − top, shifted by (j − left)·n
-# numbers; the output pixels q whose tap lands on the image lie in [max(0, left − j),
-# min(OW, W + left − j)), the others read zero padding and are skipped. Each pass is written over
-# two slices of equal length, a loop that Numba's compiler makes SIMD.
+# at [q·n, q·n + n). spread_rows reads the input padded with zeros, so tap (i, j) of output row p
+# reads padded row p + i from number j·n on, the row's whole length. weights_rows reads it as it
+# is: tap (i, j) reads input row p + i − top, shifted by (j − left)·n numbers; the output pixels q
+# whose tap lands on the image lie in [max(0, left − j), min(OW, W + left − j)), the others read
+# zero padding and are skipped. Each pass is written over slices of equal length, a loop that
+# Numba's compiler makes SIMD.
 
 def spread_rows(x, w, bias, y, n, kind, slope, one):
     """y[o, p] = act(Σ_{i,j} w[o, i, j] · x[p + i] shifted by j, + bias[o]), for x the padded rows
@@ -131,7 +133,8 @@ def spread_rows(x, w, bias, y, n, kind, slope, one):
                 a0, a1, a2 = x[p, :span], x[p, n:n + span], x[p, 2 * n:2 * n + span]
                 b0, b1, b2 = x[p + 1, :span], x[p + 1, n:n + span], x[p + 1, 2 * n:2 * n + span]
                 c0, c1, c2 = x[p + 2, :span], x[p + 2, n:n + span], x[p + 2, 2 * n:2 * n + span]
-                w00, w01, w02, w10, w11, w12 = w[o, 0, 0], w[o, 0, 1], w[o, 0, 2], w[o, 1, 0], w[o, 1, 1], w[o, 1, 2]
+                w00, w01, w02 = w[o, 0, 0], w[o, 0, 1], w[o, 0, 2]
+                w10, w11, w12 = w[o, 1, 0], w[o, 1, 1], w[o, 1, 2]
                 w20, w21, w22 = w[o, 2, 0], w[o, 2, 1], w[o, 2, 2]
                 for e in range(span):
                     v = zero + w00 * a0[e] + w01 * a1[e] + w02 * a2[e] + w10 * b0[e] + w11 * b1[e] \

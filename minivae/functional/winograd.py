@@ -393,12 +393,14 @@ def input_gradient(dv, dx, th, tw, top, left, c0, c1):
                 # (entries 0-3, 4-7, 8-11, 12-15 of dv); that row (t0..t3) times Bᵀ is
                 # (t0, t1 - t2 + t3, t1 + t2 - t0, -t3), added onto row 2·ty + i of the patch
                 sign = one if i < 3 else -one
-                if i == 0 or i == 3:
+                if i == 0 or i == 3:                           # V0 or V3 as it is
                     e = 12 * (i // 3)
-                    t0, t1, t2, t3 = dv[e, at:at + run], dv[e + 1, at:at + run], dv[e + 2, at:at + run], dv[e + 3, at:at + run]
-                else:
+                    t0, t1 = dv[e, at:at + run], dv[e + 1, at:at + run]
+                    t2, t3 = dv[e + 2, at:at + run], dv[e + 3, at:at + run]
+                else:                                          # V1 ∓ V2 ± V3 or V0, into t
                     for k in range(4):
-                        a, b, d = dv[4 + k, at:at + run], dv[8 + k, at:at + run], dv[(12 if i == 1 else 0) + k, at:at + run]
+                        a, b = dv[4 + k, at:at + run], dv[8 + k, at:at + run]
+                        d = dv[(12 if i == 1 else 0) + k, at:at + run]
                         row = t[k]
                         if i == 1:
                             for j in range(run):
