@@ -9,6 +9,7 @@ reduction stays an xp sum either way.
 """
 from .. import backend, kernels
 from ..tensor import Tensor
+from ..workspace import workspace
 from ._common import check_float, check_ndim, tensors, xp_of
 from .activations import sigmoid_array
 
@@ -30,6 +31,17 @@ def _prediction_and_target(op, pred, target, reduction):
         raise ValueError(f"{op}: prediction has shape {tuple(pred.shape)} but target has shape "
                          f"{tuple(target.shape)}; they must match")
     return pred, target.data.astype(pred.dtype, copy=False)
+
+
+def _laid_out_as(t, like):
+    """The target t in the memory layout of the prediction `like` (a copy where they differ: the
+    predictions come as views of the convolutions' batch-last memory, the targets as the images
+    were loaded), so that the elementwise work after it runs over both arrays in one order."""
+    if t.strides == like.strides:
+        return t
+    out = workspace.like(like)
+    out[...] = t
+    return out
 
 
 def _reduced_loss(op, loss, local_grad, pred, reduction):
@@ -57,12 +69,22 @@ def binary_cross_entropy(p, target, reduction="mean"):
         loss, grad = kernels.bce_with_grad(p.data, t, BCE_EPSILON)
         return _reduced_loss(op, loss, lambda: grad, p, reduction)
     xp = xp_of(op, p)
-    clipped = xp.clip(p.data, BCE_EPSILON, 1 - BCE_EPSILON)
-    loss = -(t * xp.log(clipped) + (1 - t) * xp.log(1 - clipped))
+    t = _laid_out_as(t, p.data)
+    clipped = xp.clip(p.data, BCE_EPSILON, 1 - BCE_EPSILON, out=workspace.like(p.data))
+    loss = xp.log(clipped, out=workspace.like(p.data))
+    loss *= t                                                     # t·log p
+    other = xp.subtract(1, clipped, out=workspace.like(p.data))
+    xp.log(other, out=other)
+    other *= xp.subtract(1, t, out=workspace.like(p.data))        # (1 − t)·log(1 − p)
+    loss += other
+    xp.negative(loss, out=loss)
 
     def local_grad():
-        inside = clipped == p.data  # where the clip changed nothing, it passes the gradient on
-        return inside * (clipped - t) / (clipped * (1 - clipped))
+        inside = xp.equal(clipped, p.data, out=workspace.like(p.data, bool))  # where the clip changed nothing
+        grad = xp.multiply(inside, xp.subtract(clipped, t, out=workspace.like(p.data)), out=workspace.like(p.data))
+        below = xp.subtract(1, clipped, out=workspace.like(p.data))
+        below *= clipped                                          # p (1 − p)
+        return xp.divide(grad, below, out=grad)
     return _reduced_loss(op, loss, local_grad, p, reduction)
 
 
@@ -86,8 +108,10 @@ def mse_loss(pred, target, reduction="mean"):
     if backend.kernels_for(pred.data, t):
         loss, grad = kernels.mse_with_grad(pred.data, t)
         return _reduced_loss(op, loss, lambda: grad, pred, reduction)
-    diff = pred.data - t
-    return _reduced_loss(op, diff * diff, lambda: 2 * diff, pred, reduction)
+    xp = xp_of(op, pred)
+    diff = xp.subtract(pred.data, _laid_out_as(t, pred.data), out=workspace.like(pred.data))
+    return _reduced_loss(op, xp.multiply(diff, diff, out=workspace.like(diff)),
+                         lambda: xp.multiply(diff, 2, out=workspace.like(diff)), pred, reduction)
 
 
 def gaussian_kl(mu, log_var):
