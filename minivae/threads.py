@@ -135,7 +135,10 @@ def in_memory_order(a):
 
 
 def _element_strides(a):
-    return a.shape, tuple(s // a.itemsize for s in a.strides)
+    """a's shape and strides in elements, an axis of length 1 given stride 0: its stride moves
+    nothing (NumPy leaves any number there), so arrays that differ only in such strides are laid
+    out alike."""
+    return a.shape, tuple(s // a.itemsize if n > 1 else 0 for n, s in zip(a.shape, a.strides))
 
 
 def matmul(a, b, out, row_bias=None, then=None):

@@ -82,6 +82,17 @@ def test_the_backward_reads_the_slope_off_y_at_the_edges(negative_slope):
     np.testing.assert_array_equal(Fused(negative_slope).backward(g, y), t.grad)
 
 
+@pytest.mark.parametrize("negative_slope", [None, 0.3])
+def test_the_backward_holds_whatever_strides_the_axes_of_length_1_have(negative_slope):
+    """NumPy may give an axis of length 1 any stride: y (N, C, 1, 1) laid out batch-last, with odd
+    strides there, and g laid out otherwise, must still get the slope (once it came back as g)."""
+    memory = np.array([0.5, -1.0, 2.0, -0.0, 3.0, -4.0], np.float32)
+    y = np.lib.stride_tricks.as_strided(memory, shape=(2, 3, 1, 1), strides=(4, 8, 100, 100))
+    g = np.arange(1.0, 7.0, dtype=np.float32).reshape(2, 3, 1, 1)
+    slope = np.where(y > 0, np.float32(1), np.float32(negative_slope or 0))
+    np.testing.assert_array_equal(Fused(negative_slope).backward(g, y), g * slope)
+
+
 def test_a_negative_slope_is_not_fused():
     with pytest.raises(ValueError, match="slope must be at least 0"):
         Fused(-0.1)

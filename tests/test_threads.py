@@ -116,6 +116,15 @@ def test_split_flat_refuses_arrays_laid_out_differently(parts):
     assert sum(n for n, _ in seen) == a.size and len(seen) == 3
 
 
+def test_split_flat_takes_arrays_that_differ_only_in_the_strides_of_axes_of_length_1():
+    """An axis of length 1 moves nothing, whatever stride NumPy gave it."""
+    a = np.arange(6, dtype=np.float32).reshape(3, 2).T.reshape(2, 3, 1)          # (2, 3, 1), batch-first view
+    b = np.lib.stride_tricks.as_strided(np.zeros(6, np.float32), (2, 3, 1), (4, 8, 400))
+    seen = []
+    assert threads.split_flat(lambda x, y: seen.append((x.copy(), y.size)), a, b)
+    assert np.array_equal(seen[0][0], [0, 1, 2, 3, 4, 5]) and seen[0][1] == 6
+
+
 def test_the_blas_thread_count_is_put_back(parts):
     before = threads.blas_threads()
     with threads.one_blas_thread():

@@ -57,10 +57,11 @@ class Fused:
         """dL/dx = dL/dy · slope, into a workspace array laid out as y."""
         out = workspace.like(y, g.dtype)
         if cpu_kernels.use_for(g, y, out) and threads.in_memory_order(y) is not None:
-            if not cpu_kernels.activation_grad(g, y, out, self.negative_slope):
-                out[...] = g  # g laid out otherwise than y: into y's layout first, then the flat pass
-                cpu_kernels.activation_grad(out, y, out, self.negative_slope)
-            return out
+            if cpu_kernels.activation_grad(g, y, out, self.negative_slope):
+                return out
+            out[...] = g  # g laid out otherwise than y: into y's layout first, then the flat pass
+            if cpu_kernels.activation_grad(out, y, out, self.negative_slope):
+                return out
         return backend.array_module(g).multiply(g, self._slope(y), out=out)
 
     def _slope(self, y):
