@@ -115,9 +115,9 @@ class Workspace:
         return out
 
     def _keeps(self, buffer):
-        """Is buffer one of the workspace's own?"""
-        return isinstance(buffer, np.ndarray) and any(
-            b is buffer for b in self.kept.get((backend.array_module(buffer).__name__, buffer.nbytes), ()))
+        """Is buffer one of the workspace's own NumPy buffers? (A CuPy one is not looked for: its
+        gradient is copied, as before.)"""
+        return isinstance(buffer, np.ndarray) and any(b is buffer for b in self.kept.get((np.__name__, buffer.nbytes), ()))
 
     def clear(self):
         """Forget every kept buffer (those still in use live on with their users)."""
