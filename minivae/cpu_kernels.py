@@ -73,7 +73,8 @@ def _compile():
         # the kernels are compiled a second time)
         globals()["finish_channel"] = numba.njit(inline="always")(getattr(finish_channel, "py_func", finish_channel))
         for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
-                       product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat):
+                       product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat,
+                       sum_rows):
             compiled[kernel.__name__] = jit(kernel)
         _compiled.update(compiled)
     return True
@@ -174,6 +175,22 @@ def activation_grad(g, y, out, negative_slope):
     False (nothing done) where g, y and out are not laid out alike."""
     a = np.float32(0 if negative_slope is None else negative_slope)
     return threads.split_flat(lambda *pieces: _compiled["activation_grad_flat"](*pieces, a), g, y, out)
+
+
+SUM_LANES = 64    # a row is summed in 64 running sums (see sum_rows): with 16 or 32 Numba made no SIMD loop of it
+
+
+def row_sums(rows, sums):
+    """sums[c] = Σ_j rows[c, j] for a C-contiguous 2-D float32 rows (a bias gradient: dL/dy as
+    (C, H·W·N)), the rows split over the threads; the numbers summed as sum_rows adds them."""
+    _along_first_axis(lambda part, out: _compiled["sum_rows"](part, None, None, out, np.float32(0)), (rows, sums))
+
+
+def activation_grad_rows(g, y, out, sums, negative_slope):
+    """out = g · slope (activation_grad) and sums[c] = Σ_j out[c, j] (row_sums: the bias gradient)
+    in one pass, for C-contiguous 2-D g, y and out (C, H·W·N), the rows split over the threads."""
+    a = np.float32(0 if negative_slope is None else negative_slope)
+    _along_first_axis(lambda *parts: _compiled["sum_rows"](*parts, a), (g, y, out, sums))
 
 
 def product(a, b, out):
@@ -278,6 +295,43 @@ def activation_grad_flat(g, y, out, negative_slope):
     exactly where x is, so these are the slopes relu_flat and leaky_relu_flat give."""
     for k in range(g.size):
         out[k] = g[k] * (np.float32(1) if y[k] > 0 else (negative_slope if y[k] <= 0 else np.float32(0)))
+
+
+def sum_rows(g, y, out, sums, negative_slope):
+    """sums[c] = Σ_j v[c, j] for the rows of v = g (y and out None), or of v = g · slope(y) as
+    activation_grad_flat makes it, written to out. A row is summed in SUM_LANES running sums,
+    number j (of each whole group of SUM_LANES) into sum j % SUM_LANES, a loop of SIMD adds; then
+    those are added up in order, and the numbers after the last whole group one by one. The order
+    depends on the row's length only: the same bits on any thread count, fused or not."""
+    rows, length = g.shape
+    whole = length - length % SUM_LANES
+    lanes = np.empty(SUM_LANES, sums.dtype)
+    for c in range(rows):
+        lanes[:] = 0
+        row = g[c]
+        for start in range(0, whole, SUM_LANES):
+            part = row[start:start + SUM_LANES]      # slices: every loop index is k alone (SIMD)
+            if y is None:
+                for k in range(SUM_LANES):
+                    lanes[k] += part[k]
+            else:
+                y_part, out_part = y[c, start:start + SUM_LANES], out[c, start:start + SUM_LANES]
+                for k in range(SUM_LANES):
+                    v = part[k] * (np.float32(1) if y_part[k] > 0 else
+                                   (negative_slope if y_part[k] <= 0 else np.float32(0)))
+                    out_part[k] = v
+                    lanes[k] += v
+        total = lanes[0]
+        for k in range(1, SUM_LANES):
+            total += lanes[k]
+        for j in range(whole, length):
+            if y is None:
+                total += row[j]
+            else:
+                v = row[j] * (np.float32(1) if y[c, j] > 0 else (negative_slope if y[c, j] <= 0 else np.float32(0)))
+                out[c, j] = v
+                total += v
+        sums[c] = total
 
 
 def im2col_chwn(x, cols, sh, sw, top, left):

@@ -185,3 +185,38 @@ def test_threads_asking_at_once_each_find_every_kernel(monkeypatch):
     for asker in askers:
         asker.join()
     assert found == [True] * 4
+
+
+def sums_in_lanes(rows):
+    """The order cpu_kernels.sum_rows adds a row's numbers in, in NumPy: number j of each whole
+    group of SUM_LANES into running sum j % SUM_LANES (a sum down axis 1 of (C, groups, lanes) adds
+    one group after another), those added up in order, then the numbers after the last group."""
+    lanes = cpu_kernels.SUM_LANES
+    whole = rows.shape[1] - rows.shape[1] % lanes
+    running = np.add.reduce(rows[:, :whole].reshape(rows.shape[0], -1, lanes), axis=1)
+    totals = running[:, 0].copy()
+    for k in range(1, lanes):
+        totals += running[:, k]
+    for j in range(whole, rows.shape[1]):
+        totals += rows[:, j]
+    return totals
+
+
+@pytest.mark.parametrize("length", [50, 64 * 7, 64 * 7 + 13], ids=["shorter than the lanes", "whole groups",
+                                                                    "whole groups and a tail"])
+@pytest.mark.parametrize("negative_slope", [None, 0.2], ids=["relu", "leaky_relu"])
+def test_row_sums_and_the_fused_activation_gradient_add_in_lanes(length, negative_slope, thread_count, monkeypatch):
+    assert cpu_kernels.available()
+    monkeypatch.setattr(threads, "MIN_PIECE", 1)  # a row per piece: these few rows are split too
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((5, length), dtype=np.float32) * np.float32(1000)   # large: rounding shows
+    y = np.maximum(rng.standard_normal((5, length), dtype=np.float32), 0 if negative_slope is None else -1)
+    y[0, :3] = [0.0, np.nan, -0.0]
+    sums = np.empty(5, np.float32)
+    cpu_kernels.row_sums(g, sums)
+    out, fused_sums = np.empty_like(g), np.empty(5, np.float32)
+    cpu_kernels.activation_grad_rows(g, y, out, fused_sums, negative_slope)
+    assert np.array_equal(sums.view(np.uint32), sums_in_lanes(g).view(np.uint32))
+    assert np.array_equal(out.view(np.uint32), Fused(negative_slope).backward(g, y).view(np.uint32))
+    assert np.array_equal(fused_sums.view(np.uint32), sums_in_lanes(out).view(np.uint32))
+    np.testing.assert_allclose(fused_sums, out.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-2)

@@ -3,7 +3,7 @@ array computations several ops share (a matrix product, a weight gradient's prod
 gradient), each of which may run one of our CUDA kernels (see backend.use_kernels)."""
 import numpy as np
 
-from .. import backend, kernels, threads
+from .. import backend, cpu_kernels, kernels, threads
 from ..tensor import Tensor, as_tensor
 from ..workspace import workspace
 
@@ -84,19 +84,36 @@ def weight_product(a, b):
     return out
 
 
+def before_activation(activation, g, y, b):
+    """(dL/dy before the op's fused activation, dL/db or None) for dL/dy = g after it, y the op's
+    output and b its bias: both in one pass where b needs a gradient (Fused.backward_and_bias_grad);
+    dL/db None where b needs none, or where there is no activation (g as it is: the caller sums it)."""
+    if activation is None:
+        return g, None
+    if b is None or not b.requires_grad:
+        return activation.backward(g, y), None
+    return activation.backward_and_bias_grad(g, y)
+
+
 def bias_grad(g):
     """dL/db for a bias added along axis 1 of y: dL/dy (N, C, ...) summed over every other axis,
     by the shared-memory reduction kernel when kernels are on.
 
-    Otherwise as a matrix-vector product, dL/db = G @ 1, with G = dL/dy as a (C, everything else)
-    matrix: free to make in the layout the convolutions and linear give their outputs (batch
-    last in memory), and 2-3x faster than NumPy's sum there. A 2-D dL/dy in any other layout
-    is summed as 1ᵀ @ dL/dy; anything else by NumPy's sum."""
+    Otherwise, with G = dL/dy as a (C, everything else) matrix, free to make in the layout the
+    convolutions and linear give their outputs (batch last in memory): on the CPU in float32 by
+    cpu_kernels.row_sums (running sums in SIMD lanes, as Fused.backward_and_bias_grad sums the
+    gradient it makes: the same bits fused or not), else as the matrix-vector product G @ 1,
+    2-3x faster than NumPy's sum there. A 2-D dL/dy in any other layout is summed as 1ᵀ @ dL/dy;
+    anything else by NumPy's sum."""
     if backend.kernels_for(g):
         return kernels.bias_grad(g)
     xp = backend.array_module(g)
     channels = g.shape[1]
     rows = g.transpose(1, *range(2, g.ndim), 0)               # (C, ..., N)
+    if channels and rows.flags.c_contiguous and cpu_kernels.use_for(g):
+        sums = np.empty(channels, g.dtype)
+        cpu_kernels.row_sums(rows.reshape(channels, -1), sums)
+        return sums
     if channels and rows.flags.c_contiguous:
         ones = xp.ones((g.size // channels, 1), g.dtype)
         return matmul_arrays(rows.reshape(channels, -1), ones)[:, 0]

@@ -6,10 +6,12 @@ where `backend.kernels_for` says so (on the GPU by default), and its xp expressi
 The xp expressions write into workspace arrays laid out as x is (`out=`), so a training step
 reuses the same memory (minivae/workspace.py).
 """
+import numpy as np
+
 from .. import backend, cpu_kernels, kernels, threads
 from ..tensor import Tensor
 from ..workspace import workspace
-from ._common import check_float, tensors, xp_of
+from ._common import bias_grad, check_float, tensors, xp_of
 
 __all__ = ["relu", "leaky_relu", "sigmoid"]
 
@@ -63,6 +65,23 @@ class Fused:
             if cpu_kernels.activation_grad(out, y, out, self.negative_slope):
                 return out
         return backend.array_module(g).multiply(g, self._slope(y), out=out)
+
+    def backward_and_bias_grad(self, g, y):
+        """(dL/dx, dL/db): backward's dL/dx, and bias_grad of it for a bias added along axis 1 of
+        the op's output, y. Where the kernels can (float32, y a view of CHWN memory as the ops
+        hand it on, g laid out alike), both in one pass over memory: each channel's sum taken
+        while its numbers are made (cpu_kernels.sum_rows, which bias_grad also sums with)."""
+        channels_first = (1, *range(2, y.ndim), 0)            # (C, ..., N): CHWN memory, in order
+        rows, g_rows = y.transpose(channels_first), g.transpose(channels_first)
+        if cpu_kernels.use_for(g, y) and rows.flags.c_contiguous and g_rows.flags.c_contiguous:
+            out = workspace.like(y, g.dtype)
+            sums = np.empty(y.shape[1], g.dtype)
+            cpu_kernels.activation_grad_rows(*(a.reshape(y.shape[1], -1) for a in
+                                               (g_rows, rows, out.transpose(channels_first))),
+                                             sums, self.negative_slope)
+            return out, sums
+        g = self.backward(g, y)
+        return g, bias_grad(g)
 
     def _slope(self, y):
         """1 where y > 0, a where y <= 0 (0 for relu), 0 where y is NaN; as leaky_relu builds it."""

@@ -20,7 +20,7 @@ import numbers
 from .. import backend
 from ..tensor import Tensor
 from ..workspace import workspace
-from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
+from ._common import before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
 from . import one_channel, winograd
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 
@@ -123,8 +123,7 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
 
     def backward(g):
         nonlocal cols
-        if activation is not None:
-            g = activation.backward(g, y)                     # dL/dy before the activation
+        g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
         g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
         dw = weight_grad(weight_product(g_mat, cols).reshape(w_data.shape)) if w.requires_grad else None
         cols = None  # the patch matrix is no longer needed: the next one, of its size, may reuse its memory
@@ -136,7 +135,9 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
             dx = from_chwn(_correlate(g, _turned(w_data), (1, 1), _turned_pads(pads, kernel))[1], x.shape)
         else:
             dx = _scatter(g_mat, w_data, x.shape, stride, pads)
-        return dx, dw, bias_grad(g_mat[None]) if b is not None and b.requires_grad else None  # dY as (1, C_out, ...)
+        if db is None and b is not None and b.requires_grad:
+            db = bias_grad(g_mat[None])                       # dY as (1, C_out, ...)
+        return dx, dw, db
     return Tensor.from_op(y, (x, w, b), backward, op)
 
 
@@ -149,12 +150,11 @@ def _winograd(x, w, b, w_data, pads, out_shape, op, activation, weight_grad):
 
     def backward(g):
         nonlocal kept
-        if activation is not None:
-            g = activation.backward(g, y)                     # dL/dy before the activation
+        g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
         dx, dw = winograd.backward(g, kept, x.requires_grad, w.requires_grad)
         kept = None  # the tiles are no longer needed: the next ones, of their size, may reuse their memory
         return (None if dx is None else dx.transpose(3, 0, 1, 2), None if dw is None else weight_grad(dw),
-                bias_grad(g) if b is not None and b.requires_grad else None)
+                bias_grad(g) if db is None and b is not None and b.requires_grad else db)
     return Tensor.from_op(y, (x, w, b), backward, op)
 
 
@@ -186,12 +186,11 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
                  None if b is None else b.data, activation)   # + b, then the activation
 
     def backward(g):
-        if activation is not None:
-            g = activation.backward(g, y)                     # dL/dy before the activation
+        g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
         g_cols, dx = _correlate(g, w_data, stride, pads)      # im2col(dY), W @ im2col(dY)
         return (from_chwn(dx, x.shape) if x.requires_grad else None,
                 weight_grad(weight_product(x_mat, g_cols).reshape(w_data.shape)) if w.requires_grad else None,
-                bias_grad(g) if b is not None and b.requires_grad else None)
+                bias_grad(g) if db is None and b is not None and b.requires_grad else db)
     return Tensor.from_op(y, (x, w, b), backward, op)
 
 

@@ -1,6 +1,6 @@
 """Matrix products: the dense layer and the bare `@`."""
 from ..tensor import Tensor
-from ._common import bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
+from ._common import before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
 
 __all__ = ["matmul", "linear"]
 
@@ -42,9 +42,8 @@ def linear(x, w, b=None, activation=None):
     y = matmul_arrays(w.data.T, x.data.T, None if b is None else b.data, activation).T  # (out, N) memory
 
     def backward(g):
-        if activation is not None:
-            g = activation.backward(g, y)  # dL/dy before the activation
+        g, db = before_activation(activation, g, y, b)  # dL/dy before the activation (and dL/db)
         return (matmul_arrays(w.data, g.T).T if x.requires_grad else None,
                 weight_product(x.data.T, g.T) if w.requires_grad else None,
-                bias_grad(g) if b is not None and b.requires_grad else None)
+                bias_grad(g) if db is None and b is not None and b.requires_grad else db)
     return Tensor.from_op(y, (x, w, b), backward, "linear")
