@@ -182,15 +182,24 @@ SUM_LANES = 64    # a row is summed in 64 running sums (see sum_rows): with 16 o
 
 def row_sums(rows, sums):
     """sums[c] = Σ_j rows[c, j] for a C-contiguous 2-D float32 rows (a bias gradient: dL/dy as
-    (C, H·W·N)), the rows split over the threads; the numbers summed as sum_rows adds them."""
+    (C, H·W·N)), the rows split over the threads, as sum_rows adds them; False (nothing done) where
+    the rows are shorter than SUM_LANES (a dense layer's, one number per image: there a matrix
+    product with ones is faster than a loop per row)."""
+    if rows.shape[1] < SUM_LANES:
+        return False
     _along_first_axis(lambda part, out: _compiled["sum_rows"](part, None, None, out, np.float32(0)), (rows, sums))
+    return True
 
 
 def activation_grad_rows(g, y, out, sums, negative_slope):
     """out = g · slope (activation_grad) and sums[c] = Σ_j out[c, j] (row_sums: the bias gradient)
-    in one pass, for C-contiguous 2-D g, y and out (C, H·W·N), the rows split over the threads."""
+    in one pass, for C-contiguous 2-D g, y and out (C, H·W·N), the rows split over the threads;
+    False (nothing done) where row_sums would not sum these rows."""
+    if g.shape[1] < SUM_LANES:
+        return False
     a = np.float32(0 if negative_slope is None else negative_slope)
     _along_first_axis(lambda *parts: _compiled["sum_rows"](*parts, a), (g, y, out, sums))
+    return True
 
 
 def product(a, b, out):
