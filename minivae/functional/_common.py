@@ -103,8 +103,8 @@ def bias_grad(g):
     convolutions and linear give their outputs (batch last in memory): on the CPU in float32, rows
     of cpu_kernels.SUM_LANES numbers or more by cpu_kernels.row_sums (running sums in SIMD lanes,
     as Fused.backward_and_bias_grad sums the gradient it makes: the same bits fused or not), else
-    as the matrix-vector product G @ 1, 2-3x faster than NumPy's sum there. A 2-D dL/dy in any other layout is summed as 1ᵀ @ dL/dy;
-    anything else by NumPy's sum."""
+    as the matrix-vector product G @ 1, 2-3x faster than NumPy's sum there. A 2-D dL/dy in any
+    other layout is summed as 1ᵀ @ dL/dy; anything else by NumPy's sum."""
     if backend.kernels_for(g):
         return kernels.bias_grad(g)
     xp = backend.array_module(g)

@@ -20,7 +20,8 @@ import numbers
 from .. import backend
 from ..tensor import Tensor
 from ..workspace import workspace
-from ._common import before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
+from ._common import (before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors,
+                      weight_product, xp_of)
 from . import one_channel, winograd
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 

@@ -1,6 +1,7 @@
 """Matrix products: the dense layer and the bare `@`."""
 from ..tensor import Tensor
-from ._common import before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors, weight_product, xp_of
+from ._common import (before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors,
+                      weight_product, xp_of)
 
 __all__ = ["matmul", "linear"]
 
