@@ -71,7 +71,8 @@ def _compile():
         compiled = {}
         # the col2im kernels' helper, written into their code (from its Python function, also when
         # the kernels are compiled a second time)
-        globals()["finish_channel"] = numba.njit(inline="always")(getattr(finish_channel, "py_func", finish_channel))
+        for helper in (slope_at, finish_channel):
+            globals()[helper.__name__] = numba.njit(inline="always")(getattr(helper, "py_func", helper))
         for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
                        product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat,
                        sum_rows):
@@ -266,7 +267,7 @@ def adam_flat(p, g, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, 
 def leaky_relu_flat(x, y, slope, negative_slope):
     """slope = 1 where x > 0, a where x <= 0, 0 where x is NaN (as (x <= 0)·a + (x > 0)); y = x·slope."""
     for k in range(x.size):
-        s = np.float32(1) if x[k] > 0 else (negative_slope if x[k] <= 0 else np.float32(0))
+        s = slope_at(x[k], negative_slope)
         slope[k] = s
         y[k] = x[k] * s
 
@@ -295,7 +296,7 @@ def leaky_relu_rows(flat, rows, columns, row_step, row_bias, negative_slope):
         row = flat[i * row_step:i * row_step + columns]
         for j in range(columns):
             x = row[j] if row_bias is None else row[j] + row_bias[i]
-            row[j] = x * (np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0)))
+            row[j] = x * slope_at(x, negative_slope)
 
 
 def activation_grad_flat(g, y, out, negative_slope):
@@ -303,7 +304,7 @@ def activation_grad_flat(g, y, out, negative_slope):
     y > 0, a where y <= 0, 0 where y is NaN. With a >= 0, y > 0 exactly where x > 0 and y is NaN
     exactly where x is, so these are the slopes relu_flat and leaky_relu_flat give."""
     for k in range(g.size):
-        out[k] = g[k] * (np.float32(1) if y[k] > 0 else (negative_slope if y[k] <= 0 else np.float32(0)))
+        out[k] = g[k] * slope_at(y[k], negative_slope)
 
 
 def sum_rows(g, y, out, sums, negative_slope):
@@ -326,8 +327,7 @@ def sum_rows(g, y, out, sums, negative_slope):
             else:
                 y_part, out_part = y[c, start:start + SUM_LANES], out[c, start:start + SUM_LANES]
                 for k in range(SUM_LANES):
-                    v = part[k] * (np.float32(1) if y_part[k] > 0 else
-                                   (negative_slope if y_part[k] <= 0 else np.float32(0)))
+                    v = part[k] * slope_at(y_part[k], negative_slope)
                     out_part[k] = v
                     lanes[k] += v
         total = lanes[0]
@@ -337,7 +337,7 @@ def sum_rows(g, y, out, sums, negative_slope):
             if y is None:
                 total += row[j]
             else:
-                v = row[j] * (np.float32(1) if y[c, j] > 0 else (negative_slope if y[c, j] <= 0 else np.float32(0)))
+                v = row[j] * slope_at(y[c, j], negative_slope)
                 out[c, j] = v
                 total += v
         sums[c] = total
@@ -414,6 +414,13 @@ def col2im_gather_chwn(cols, out, sh, sw, top, left, bias, kind, slope):
         finish_channel(out, c, bias, kind, slope)
 
 
+def slope_at(x, negative_slope):
+    """leaky_relu's slope at x (a = negative_slope, 0 for relu): 1 where x > 0, a where x <= 0, 0
+    where x is NaN (as (x <= 0)·a + (x > 0)). Read off y = relu(x) or leaky_relu(x) with a >= 0
+    it is the same: y > 0 exactly where x > 0, and y is NaN exactly where x is."""
+    return np.float32(1) if x > 0 else (negative_slope if x <= 0 else np.float32(0))
+
+
 def finish_channel(out, c, bias, kind, slope):
     """out[c] = out[c] + bias[c] (bias None: as it is), then relu (kind 1) or leaky_relu (kind 2,
     that slope) as relu_rows and leaky_relu_rows make them; nothing for kind 0 without a bias."""
@@ -428,7 +435,7 @@ def finish_channel(out, c, bias, kind, slope):
     elif kind == 2:
         for k in range(flat.size):
             x = flat[k] if bias is None else flat[k] + b
-            flat[k] = x * (np.float32(1) if x > 0 else (slope if x <= 0 else np.float32(0)))
+            flat[k] = x * slope_at(x, slope)
     else:
         for k in range(flat.size):
             flat[k] += b
