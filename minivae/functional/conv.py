@@ -22,7 +22,7 @@ from ..tensor import Tensor
 from ..workspace import workspace
 from ._common import (before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors,
                       weight_product, xp_of)
-from . import one_channel, winograd
+from . import direct, one_channel, winograd
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 
 __all__ = ["conv2d", "conv_transpose2d"]
@@ -126,7 +126,7 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
         nonlocal cols
         g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
         g_mat = to_chwn(g)                                    # dY (C_out, OH·OW·N)
-        dw = weight_grad(weight_product(g_mat, cols).reshape(w_data.shape)) if w.requires_grad else None
+        dw = weight_grad(_weight_product(g_mat, cols).reshape(w_data.shape)) if w.requires_grad else None
         cols = None  # the patch matrix is no longer needed: the next one, of its size, may reuse its memory
         if not x.requires_grad:
             dx = None
@@ -190,7 +190,7 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
         g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
         g_cols, dx = _correlate(g, w_data, stride, pads)      # im2col(dY), W @ im2col(dY)
         return (from_chwn(dx, x.shape) if x.requires_grad else None,
-                weight_grad(weight_product(x_mat, g_cols).reshape(w_data.shape)) if w.requires_grad else None,
+                weight_grad(_weight_product(x_mat, g_cols).reshape(w_data.shape)) if w.requires_grad else None,
                 bias_grad(g) if db is None and b is not None and b.requires_grad else db)
     return Tensor.from_op(y, (x, w, b), backward, op)
 
@@ -219,9 +219,20 @@ def _turned(w):
 
 def _correlate(x, w, stride, pads, bias=None, activation=None):
     """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N),
-    plus the bias of each output channel where given, then the activation where given."""
+    plus the bias of each output channel where given, then the activation where given. On the CPU
+    in float32 (direct.suits), cols is not made: direct.py reads its columns from x itself."""
+    if direct.suits(x, w):
+        cols = direct.Patches(x, w.shape[2:], stride, pads)
+        return cols, direct.correlate(cols, w, bias, activation)
     cols = im2col(x, w.shape[2:], stride, pads)
     return cols, matmul_arrays(w.reshape(w.shape[0], -1), cols, bias, activation)
+
+
+def _weight_product(g_mat, cols):
+    """g_mat @ colsᵀ: a convolution's weight gradient, for cols made by _correlate."""
+    if isinstance(cols, direct.Patches):
+        return direct.weight_grad(g_mat, cols)
+    return weight_product(g_mat, cols)
 
 
 def _scatter(x_mat, w, shape, stride, pads, bias=None, activation=None):

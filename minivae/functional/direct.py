@@ -1,0 +1,340 @@
+"""Direct convolution on the CPU: conv2d's product W @ cols and its weight gradient dY @ colsᵀ,
+read straight from the padded input instead of from im2col's matrix `cols`.
+
+In the CHWN layout (im2col.py) a run of LANES (16, or 8 without AVX-512) consecutive columns of
+
+    cols[k = (c, i, j), (oh, ow, n)] = x_pad[c, oh·sH + i, ow·sW + j, n]
+
+that stays within one pixel (the batch a multiple of LANES) is LANES consecutive numbers of x_pad,
+starting at koff[k] + voff[v] for run v = (oh, ow, n0), with
+
+    koff[(c, i, j)] = ((c·Hp + i)·Wp + j)·N,        voff[(oh, ow, n0)] = (oh·sH·Wp + ow·sW)·N + n0.
+
+So the matrix need not be made: kH·kW copies of x written to memory (conv_1 of Chollet's encoder:
+3.6 MB from 1.6) and read back by the product. Two kernels read the runs where they lie:
+
+    forward:          Y[o, run v] = Σ_k W[o, k] · x_pad[koff[k] + voff[v] ...]
+    weight gradient:  dW[o, k] = Σ_v Σ_lanes dY[o, run v] ⊙ x_pad[koff[k] + voff[v] ...]
+
+Each keeps a block of its results in the CPU's vector registers for the whole sum: the forward
+ROWS (8) output channels × 2 runs (a BLAS "microkernel": per k, 2 vector loads, 8 numbers of W
+broadcast, 16 vector fused multiply-adds), the weight gradient 4 output channels × 6 k's, each a
+vector of LANES partial sums (per run, 10 vector loads and 24 multiply-adds), added up at the end.
+Numba's own loops keep such sums in memory rather than in registers (6 GFLOP/s, where these run at
+100-180 on one core), so the blocks are written in LLVM's IR (`_forward_block`, `_gradient_block`),
+the language Numba compiles Python to, as Numba "intrinsics"; the loops around them are Python.
+
+The forward sums each output in k order with one fused multiply-add per term, as OpenBLAS's product
+of the matrix does: the same bits where OpenBLAS sums K in one block (conv_1's K = 288). The weight
+gradient sums in another order than a matrix product (lanes, then the lanes' sums in order): its
+last bits differ. Neither depends on the thread count (each result is made by one thread, the same
+way). im2col's path (conv.py) stays the reference, tested against this one (tests/test_direct.py).
+"""
+import os
+
+import numpy as np
+
+from .. import cpu_kernels, threads
+from ..workspace import workspace
+
+settings = {"enabled": os.environ.get("MINIVAE_DIRECT", "auto") != "never"}
+ROWS = 8                # forward: output channels per block (C_out must be a multiple)
+RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
+GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
+_compiled = {}
+_offsets = {}           # geometry -> (koff, voff): made once per layer shape
+
+
+def suits(x, w):
+    """Does im2col's product for x (N, C_in, H, W) and the kernel array w (C_out, C_in, kH, kW)
+    take this path? float32 NumPy arrays, the batch a multiple of LANES, C_out a multiple of ROWS,
+    C_in·kH·kW a multiple of 3, and the CPU kernels on (Numba there)."""
+    return (settings["enabled"] and isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
+            and x.dtype == w.dtype == np.float32 and w.shape[0] % ROWS == 0
+            and w[0].size % 3 == 0 and _compile() and x.shape[0] % _compiled["lanes"] == 0)
+
+
+class Patches:
+    """im2col's matrix, unmade: x padded (C, Hp, Wp, N) and the offsets koff, voff of its runs."""
+
+    def __init__(self, x, kernel, stride, pads):
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
+        hp, wp = h + top + bottom, w + left + right
+        self.out_hw = ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
+        self.columns = self.out_hw[0] * self.out_hw[1] * n
+        self.x_pad = _padded(x.transpose(1, 2, 3, 0), top, left, hp, wp)
+        key = (c, hp, wp, n, kh, kw, sh, sw)
+        if key not in _offsets:
+            lanes, (oh, ow) = _compiled["lanes"], self.out_hw
+            koff = (((np.arange(c)[:, None, None] * hp + np.arange(kh)[:, None]) * wp + np.arange(kw)) * n)
+            voff = ((np.arange(oh)[:, None, None] * sh * wp + np.arange(ow)[:, None] * sw) * n
+                    + np.arange(0, n, lanes))
+            _offsets[key] = koff.ravel().astype(np.int64), voff.ravel().astype(np.int64)
+        self.koff, self.voff = _offsets[key]
+
+
+def correlate(patches, w, bias=None, activation=None):
+    """W @ cols (+ bias per row, then an activations.Fused, where given): (C_out, OH·OW·N), the
+    runs of columns split over the threads, each block finished while it is in the cache."""
+    w_blocks = np.ascontiguousarray(                       # (C_out/ROWS, K, ROWS): a block's ROWS numbers of W per k together
+        w.reshape(w.shape[0] // ROWS, ROWS, -1).transpose(0, 2, 1))
+    y = workspace.empty((w.shape[0], patches.columns), w.dtype)
+    kind, slope = (0 if activation is None else 1 if activation.negative_slope is None else 2,
+                   np.float32(0 if activation is None or activation.negative_slope is None
+                               else activation.negative_slope))
+    runs = patches.voff.size
+    parts = _parts(runs // RUNS, 2 * y.size * patches.koff.size)
+    pieces = threads.bounds(runs, parts, RUNS)
+    x_flat = patches.x_pad.reshape(-1)
+    threads.run(lambda p: _compiled["forward_runs"](w_blocks, x_flat, patches.koff, patches.voff, y, bias,
+                                                     kind, slope, _compiled["lanes"], *pieces[p]), parts)
+    return y
+
+
+def weight_grad(g, patches):
+    """dY @ colsᵀ for dY = g (C_out, OH·OW·N): (C_out, C_in·kH·kW), the k's split over the threads."""
+    ks = patches.koff.size
+    g = np.ascontiguousarray(g)
+    dw = workspace.empty((g.shape[0], ks), g.dtype)
+    parts = _parts(ks // GRAD_KS, 2 * g.size * ks)
+    pieces = threads.bounds(ks, parts, GRAD_KS)
+    x_flat = patches.x_pad.reshape(-1)
+    threads.run(lambda p: _compiled["gradient_ks"](g, x_flat, patches.koff, patches.voff, dw, *pieces[p]), parts)
+    return dw
+
+
+def _parts(blocks, flops):
+    """Threads for a job of `blocks` blocks and `flops` multiply-adds·2 (one, where small)."""
+    return max(1, min(threads.count(), blocks, flops // threads.MIN_SPLIT_FLOPS))
+
+
+def _padded(x_chwn, top, left, hp, wp):
+    """x (C, H, W, N) inside zeros to (C, Hp, Wp, N): x itself where that is no padding and x is
+    contiguous, else a workspace copy made by channels on the threads."""
+    x_chwn = np.ascontiguousarray(x_chwn)                  # as the convolutions hand it on: no copy
+    if x_chwn.shape[1:3] == (hp, wp):
+        return x_chwn
+    channels, batch = x_chwn.shape[0], x_chwn.shape[3]
+    out = workspace.empty((channels, hp, wp, batch), x_chwn.dtype)
+    parts = max(1, min(threads.count(), channels, out.size // threads.MIN_PIECE))
+    pieces = threads.bounds(channels, parts)
+    rows, out_rows = x_chwn.reshape(channels, x_chwn.shape[1], -1), out.reshape(channels, hp, -1)
+    threads.run(lambda p: _compiled["pad"](rows, out_rows, top, left * batch, *pieces[p]), parts)
+    return out
+
+
+# ---- the kernels: Python loops around blocks written in LLVM IR ---------------------------------
+
+def forward_runs(w_blocks, x, koff, voff, y, bias, kind, slope, lanes, v0, v1):
+    """y[:, columns of runs v0..v1) = W @ cols there (runs of `lanes` columns), + bias[o], then relu
+    (kind 1) or leaky_relu (kind 2, that slope) as cpu_kernels.finish_channel makes them; bias may
+    be None."""
+    blocks, ks = w_blocks.shape[0], w_blocks.shape[1]
+    columns = y.shape[1]
+    flat_w, flat_y = w_blocks.reshape(-1), y.reshape(-1)
+    v = v0
+    while v < v1:
+        runs = RUNS if v + RUNS <= v1 else 1
+        for b in range(blocks):
+            at = b * ROWS * columns + v * lanes             # y[b·ROWS, v·lanes]
+            if runs == RUNS:
+                forward_block_2(flat_w[b * ks * ROWS:], x, koff, voff[v:], flat_y, at, columns, ks)
+            else:
+                forward_block_1(flat_w[b * ks * ROWS:], x, koff, voff[v:], flat_y, at, columns, ks)
+            if bias is None and kind == 0:
+                continue
+            for o in range(b * ROWS, b * ROWS + ROWS):
+                part = y[o, v * lanes:(v + runs) * lanes]
+                b_o = np.float32(0) if bias is None else bias[o]
+                for t in range(runs * lanes):
+                    z = part[t] if bias is None else part[t] + b_o
+                    if kind == 1:
+                        part[t] = np.float32(0) if z <= 0 else z
+                    elif kind == 2:
+                        part[t] = z * slope_at(z, slope)
+                    else:
+                        part[t] = z
+        v += runs
+
+
+def gradient_ks(g, x, koff, voff, dw, k0, k1):
+    """dw[:, k0:k1] = Σ over the runs of g[o, run] ⊙ x_pad[koff[k] + voff[run] ...], summed."""
+    rows, columns = g.shape
+    ks = dw.shape[1]
+    flat_g, flat_dw = g.reshape(-1), dw.reshape(-1)
+    for r in range(0, rows, GRAD_ROWS):
+        k = k0
+        while k < k1:
+            if k + GRAD_KS <= k1:
+                gradient_block_6(flat_g, r * columns, columns, x, koff[k:], voff, voff.size, flat_dw, r * ks + k, ks)
+                k += GRAD_KS
+            else:
+                gradient_block_3(flat_g, r * columns, columns, x, koff[k:], voff, voff.size, flat_dw, r * ks + k, ks)
+                k += 3
+
+
+def pad(x, out, top, left, c0, c1):
+    """out[c, top + r, left·N + j] = x[c, r, j], zeros around it, for channels c0..c1: x (C, H, W·N)
+    and out (C, Hp, Wp·N), each row of x one run of memory, copied in one loop (SIMD)."""
+    height, width = x.shape[1], x.shape[2]
+    for c in range(c0, c1):
+        for r in range(out.shape[1]):
+            row = out[c, r]
+            if r < top or r >= top + height:
+                row[:] = 0
+                continue
+            row[:left] = 0
+            row[left + width:] = 0
+            frm, to = x[c, r - top], row[left:left + width]
+            for j in range(width):
+                to[j] = frm[j]
+
+
+def _forward_block(lanes, runs):
+    """The intrinsic block(w, x, koff, voff, y, at, ldy, ks): for r < ROWS, u < runs, l < lanes,
+        y[at + r·ldy + u·lanes + l] = Σ_{k < ks} w[k·ROWS + r] · x[koff[k] + voff[u] + l],
+    the ROWS·runs vectors of sums kept in registers through the loop over k, then stored."""
+    import numba
+    from llvmlite import ir
+
+    @numba.extending.intrinsic
+    def block(typingctx, w, x, koff, voff, y, at, ldy, ks):
+        def codegen(context, builder, signature, args):
+            vec, i64, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
+            w_p, x_p, koff_p, voff_p, y_p = (data(i) for i in range(5))
+            at, ldy, ks = integer(5), integer(6), integer(7)
+            runs_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [_i(u)]))]) for u in range(runs)]
+            entry, loop, done = builder.block, builder.append_basic_block("k"), builder.append_basic_block("store")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            sums = [builder.phi(vec) for _ in range(ROWS * runs)]
+            offset = builder.load(builder.gep(koff_p, [k]))
+            xs = [_load(builder, builder.gep(p, [offset]), vec) for p in runs_p]
+            w_k = builder.gep(w_p, [builder.mul(k, _i(ROWS))])
+            new = []
+            for r in range(ROWS):                         # W[o, k] in every lane, times each run
+                w_r = _splat(builder, builder.load(builder.gep(w_k, [_i(r)])), vec, lanes)
+                new += [builder.call(fma, [w_r, x_u, sums[r * runs + u]]) for u, x_u in enumerate(xs)]
+            _close_loop(builder, k, sums, new, entry, loop, ks, done, vec)
+            for r in range(ROWS):
+                row = builder.gep(y_p, [builder.add(at, builder.mul(_i(r), ldy))])
+                for u in range(runs):
+                    _store(builder, new[r * runs + u], builder.gep(row, [_i(u * lanes)]), vec)
+            return context.get_dummy_value()
+        return numba.types.none(w, x, koff, voff, y, at, ldy, ks), codegen
+    return block
+
+
+def _gradient_block(lanes, ks):
+    """The intrinsic block(g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw): for r < GRAD_ROWS, j < ks,
+        dw[out_at + r·ldw + j] = Σ_lanes Σ_{v < nruns} g[at + r·ldg + v·lanes + l] · x[koff[j] + voff[v] + l],
+    GRAD_ROWS·ks vectors of partial sums (one per lane) kept in registers through the loop over the
+    runs, then each added up, lane 0 first."""
+    import numba
+    from llvmlite import ir
+
+    @numba.extending.intrinsic
+    def block(typingctx, g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw):
+        def codegen(context, builder, signature, args):
+            vec, i64, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
+            g_p, x_p, koff_p, voff_p, dw_p = data(0), data(3), data(4), data(5), data(7)
+            at, ldg, nruns, out_at, ldw = integer(1), integer(2), integer(6), integer(8), integer(9)
+            g_rows = [builder.gep(g_p, [builder.add(at, builder.mul(_i(r), ldg))]) for r in range(GRAD_ROWS)]
+            x_ks = [builder.gep(x_p, [builder.load(builder.gep(koff_p, [_i(j)]))]) for j in range(ks)]
+            entry, loop, done = builder.block, builder.append_basic_block("run"), builder.append_basic_block("store")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            v = builder.phi(i64)
+            sums = [builder.phi(vec) for _ in range(GRAD_ROWS * ks)]
+            offset = builder.load(builder.gep(voff_p, [v]))
+            column = builder.mul(v, _i(lanes))
+            gs = [_load(builder, builder.gep(p, [column]), vec) for p in g_rows]
+            xs = [_load(builder, builder.gep(p, [offset]), vec) for p in x_ks]
+            new = [builder.call(fma, [g_r, x_j, sums[r * ks + j]]) for r, g_r in enumerate(gs) for j, x_j in enumerate(xs)]
+            _close_loop(builder, v, sums, new, entry, loop, nruns, done, vec)
+            f32 = ir.FloatType()
+            add_lanes = _function(builder, f"llvm.vector.reduce.fadd.v{lanes}f32", f32, [f32, vec])
+            for r in range(GRAD_ROWS):
+                row = builder.gep(dw_p, [builder.add(out_at, builder.mul(_i(r), ldw))])
+                for j in range(ks):
+                    total = builder.call(add_lanes, [ir.Constant(f32, 0.0), new[r * ks + j]])  # in lane order
+                    builder.store(total, builder.gep(row, [_i(j)]))
+            return context.get_dummy_value()
+        return numba.types.none(g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw), codegen
+    return block
+
+
+# small pieces of IR shared by the two blocks
+
+def _ir_tools(context, builder, signature, args, lanes):
+    """(the vector type, int64, llvm.fma on vectors, data(i): argument i's data pointer (an array),
+    integer(i): argument i as an int64)."""
+    import numba
+    from llvmlite import ir
+    vec = ir.VectorType(ir.FloatType(), lanes)
+    fma = _function(builder, f"llvm.fma.v{lanes}f32", vec, [vec, vec, vec])
+
+    def data(i):
+        return context.make_array(signature.args[i])(context, builder, args[i]).data
+
+    def integer(i):
+        return context.cast(builder, args[i], signature.args[i], numba.types.int64)
+    return vec, ir.IntType(64), fma, data, integer
+
+
+def _function(builder, name, result, arguments):
+    from llvmlite import ir
+    from numba.core import cgutils
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
+
+
+def _i(value):
+    from llvmlite import ir
+    return ir.Constant(ir.IntType(64), value)
+
+
+def _load(builder, pointer, vec):
+    return builder.load(builder.bitcast(pointer, vec.as_pointer()), align=4)
+
+
+def _store(builder, value, pointer, vec):
+    builder.store(value, builder.bitcast(pointer, vec.as_pointer()), align=4)
+
+
+def _splat(builder, scalar, vec, lanes):
+    """The scalar in every lane of a vector."""
+    from llvmlite import ir
+    one = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
+def _close_loop(builder, index, sums, new, entry, loop, count, done, vec):
+    """The loop's back edge: the sums start at 0 and take their new values; index runs 0..count-1."""
+    from llvmlite import ir
+    index.add_incoming(_i(0), entry)
+    following = builder.add(index, _i(1))
+    index.add_incoming(following, loop)
+    for phi, value in zip(sums, new):
+        phi.add_incoming(ir.Constant(vec, None), entry)
+        phi.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
+    builder.position_at_end(done)
+
+
+def _compile():
+    """Build the blocks for this CPU's vector width (16 floats with AVX-512, else 8) and compile
+    the kernels (or load them from the cache) once; False where the CPU kernels are off."""
+    if not cpu_kernels.available():
+        return False
+    if not _compiled:
+        from llvmlite import binding
+        lanes = 16 if binding.get_host_cpu_features().get("avx512f", False) else 8
+        g = globals()
+        g["slope_at"] = cpu_kernels.slope_at             # compiled inline by cpu_kernels._compile
+        g["forward_block_2"], g["forward_block_1"] = _forward_block(lanes, 2), _forward_block(lanes, 1)
+        g["gradient_block_6"], g["gradient_block_3"] = _gradient_block(lanes, 6), _gradient_block(lanes, 3)
+        _compiled.update(forward_runs=cpu_kernels.jit(forward_runs), gradient_ks=cpu_kernels.jit(gradient_ks),
+                         pad=cpu_kernels.jit(pad), lanes=lanes)
+    return True

@@ -1,0 +1,116 @@
+"""The direct convolution (minivae/functional/direct.py) computes what im2col's path computes, which
+stays the reference: W @ cols and dY @ colsᵀ with the columns read from the padded input itself.
+The same numbers to rounding, forward and backward, for conv2d and conv_transpose2d (whose
+backward is a convolution), with and without bias and fused activation; the same bits on any thread
+count; and it is taken exactly where it should be."""
+import numpy as np
+import pytest
+from helpers import (assert_close_to_reference, assert_same_bits, conv_arrays, on_one_thread_and_on,
+                     path_switched, randn)
+
+from minivae import functional as F
+from minivae import threads
+from minivae.functional import direct, im2col
+from minivae.functional.activations import Fused
+from minivae.tensor import Tensor
+
+pytest.importorskip("numba")
+BATCH = 16   # a multiple of the vector width on every CPU (8 or 16 floats)
+
+
+def run(op, arrays, kwargs, g, on):
+    """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the direct path on or off."""
+    with path_switched(direct.settings, on):
+        x, w, b = (Tensor(a, requires_grad=True) for a in arrays)
+        y = op(x, w, b, **kwargs)
+        y.backward(g)
+        return [np.array(a) for a in (y.data, x.grad, w.grad, b.grad)]
+
+
+LAYERS = {  # name: (op, x shape, w shape, keyword arguments); fewer than 16 channels: not Winograd's
+    "stride 2, same (padding below and right only)": (F.conv2d, (BATCH, 4, 8, 8), (8, 4, 3, 3),
+                                                       {"stride": 2, "padding": "same"}),
+    "stride 1, valid": (F.conv2d, (BATCH, 6, 6, 5), (8, 6, 3, 3), {}),
+    "padding 2, an odd number of runs": (F.conv2d, (BATCH, 2, 3, 5), (16, 2, 3, 3), {"padding": 2}),
+    "a 2×3 kernel, stride (2, 1)": (F.conv2d, (BATCH, 3, 7, 6), (8, 3, 2, 3), {"stride": (2, 1), "padding": 1}),
+    "3 channels in: 27 k's, a last block of 3": (F.conv2d, (2 * BATCH, 3, 5, 5), (8, 3, 3, 3), {"padding": 1}),
+    "transposed, stride 2 (its backward)": (F.conv_transpose2d, (BATCH, 8, 4, 4), (8, 4, 3, 3),
+                                            {"stride": 2, "padding": "same"}),
+}
+ACTIVATIONS = {"none": None, "relu": Fused(), "leaky_relu 0.3": Fused(0.3)}
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
+@pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
+def test_direct_gives_the_numbers_of_im2col(layer, activation, monkeypatch):
+    op, x_shape, w_shape, kwargs = layer
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    kwargs = dict(kwargs, activation=activation)
+    g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(direct, "weight_grad", lambda *a, _f=direct.weight_grad: calls.append(1) or _f(*a))
+    fast = run(op, arrays, kwargs, g, True)
+    assert calls, "the direct path was not taken"
+    assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, run(op, arrays, kwargs, g, False), np.float32)
+
+
+def test_the_forward_sums_each_output_in_k_order_as_a_product_does():
+    """W @ cols with cols made by im2col, in float64 then rounded, against the direct path: each
+    output is a sum of K terms in float32, so within K roundings of the exact sum."""
+    x, w, b = conv_arrays(F.conv2d, (BATCH, 5, 9, 9), (8, 5, 3, 3), np.float32)
+    patches = direct.Patches(x, (3, 3), (2, 2), (1, 1, 1, 1))
+    ours = direct.correlate(patches, w)
+    cols = im2col.im2col(x.astype(np.float64), (3, 3), (2, 2), (1, 1, 1, 1))
+    exact = w.reshape(8, -1).astype(np.float64) @ cols
+    bound = 45 * np.finfo(np.float32).eps * (np.abs(w.reshape(8, -1)).astype(np.float64) @ np.abs(cols))
+    assert np.all(np.abs(ours - exact) <= bound)
+    assert np.array_equal(ours, direct.correlate(patches, w))     # and the same numbers every time
+
+
+def test_the_weight_gradient_is_the_product_with_the_patch_matrix():
+    x, w, _ = conv_arrays(F.conv2d, (BATCH, 3, 6, 7), (8, 3, 3, 3), np.float32)
+    patches = direct.Patches(x, (3, 3), (1, 2), (1, 0, 1, 1))
+    g = randn(8, patches.columns, seed=5).astype(np.float32)
+    cols = im2col.im2col(x.astype(np.float64), (3, 3), (1, 2), (1, 0, 1, 1))
+    exact = g.astype(np.float64) @ cols.T
+    assert np.abs(direct.weight_grad(g, patches) - exact).max() <= 2e-6 * np.abs(exact).max()
+
+
+def test_the_padded_input_is_x_inside_zeros():
+    x = randn(BATCH, 3, 4, 5, seed=1).astype(np.float32)
+    patches = direct.Patches(x, (3, 3), (1, 1), (2, 1, 0, 3))
+    expected = np.pad(x.transpose(1, 2, 3, 0), ((0, 0), (2, 1), (0, 3), (0, 0)))
+    assert np.array_equal(patches.x_pad, expected)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch):
+    op, x_shape, w_shape, kwargs = LAYERS["3 channels in: 27 k's, a last block of 3"]
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    g = randn(2 * BATCH, 8, 5, 5, seed=4).astype(np.float32)
+
+    def split_more():
+        monkeypatch.setattr(threads, "MIN_PIECE", 16)        # split the padding of these small arrays
+        monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)   # and the products
+    assert_same_bits(*on_one_thread_and_on(count, lambda: run(op, arrays, kwargs, g, True), split_more))
+
+
+@pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
+def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
+    op, x_shape, w_shape, kwargs = LAYERS["stride 2, same (padding below and right only)"]
+    x, w, b = (Tensor(a) for a in conv_arrays(op, x_shape, w_shape, np.float32))
+    separate = (lambda y: F.relu(y)) if activation.negative_slope is None else \
+        (lambda y: F.leaky_relu(y, activation.negative_slope))
+    fused = F.conv2d(x, w, b, activation=activation, **kwargs).data
+    assert_same_bits([fused], [separate(F.conv2d(x, w, b, **kwargs)).data])
+
+
+def test_which_convolutions_take_the_path():
+    x, w = randn(BATCH, 3, 5, 5).astype(np.float32), randn(8, 3, 3, 3).astype(np.float32)
+    assert direct.suits(x, w)
+    assert not direct.suits(x.astype(np.float64), w.astype(np.float64))   # float32 only
+    assert not direct.suits(x[:12], w)                                     # the batch in whole vectors
+    assert not direct.suits(x, w[:4])                                      # C_out in whole blocks of 8
+    assert not direct.suits(x[:, :2], randn(8, 2, 2, 2).astype(np.float32))   # C_in·kH·kW = 8: no blocks of 3
+    with path_switched(direct.settings, False):
+        assert not direct.suits(x, w)
