@@ -18,6 +18,12 @@ pytest.importorskip("numba")
 BATCH = 16   # a multiple of the vector width on every CPU (8 or 16 floats)
 
 
+@pytest.fixture(autouse=True)
+def on_any_thread_count(monkeypatch):
+    """The path also on one thread (where training steps take it from MIN_THREADS threads)."""
+    monkeypatch.setattr(direct, "MIN_THREADS", 1)
+
+
 def run(op, arrays, kwargs, g, on):
     """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the direct path on or off."""
     with path_switched(direct.settings, on):
@@ -110,7 +116,15 @@ def test_which_convolutions_take_the_path():
     assert direct.suits(x, w)
     assert not direct.suits(x.astype(np.float64), w.astype(np.float64))   # float32 only
     assert not direct.suits(x[:12], w)                                     # the batch in whole vectors
+    assert not direct.suits(np.concatenate([x] * (direct.MAX_BATCH // BATCH + 1)), w)   # and not too large
     assert not direct.suits(x, w[:4])                                      # C_out in whole blocks of 8
     assert not direct.suits(x[:, :2], randn(8, 2, 2, 2).astype(np.float32))   # C_in·kH·kW = 8: no blocks of 3
     with path_switched(direct.settings, False):
         assert not direct.suits(x, w)
+    previous = threads.count()
+    try:
+        threads.set_count(1)
+        direct.MIN_THREADS = 2                                             # (put back by the fixture)
+        assert not direct.suits(x, w)
+    finally:
+        threads.set_count(previous)

@@ -41,16 +41,19 @@ settings = {"enabled": os.environ.get("MINIVAE_DIRECT", "auto") != "never"}
 ROWS = 8                # forward: output channels per block (C_out must be a multiple)
 RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
 GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
+MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16 and 32: faster; 64 not measured)
+MIN_THREADS = 2         # on one thread OpenBLAS's product ran as fast (Chollet 16: 0.991) or faster (Foster 32: 1.058)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 
 
 def suits(x, w):
     """Does im2col's product for x (N, C_in, H, W) and the kernel array w (C_out, C_in, kH, kW)
-    take this path? float32 NumPy arrays, the batch a multiple of LANES, C_out a multiple of ROWS,
-    C_in·kH·kW a multiple of 3, and the CPU kernels on (Numba there)."""
-    return (settings["enabled"] and isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
-            and x.dtype == w.dtype == np.float32 and w.shape[0] % ROWS == 0
+    take this path? float32 NumPy arrays, the batch a multiple of LANES and at most MAX_BATCH, C_out
+    a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more, and the CPU kernels
+    on (Numba there). (What pays is measured on whole training steps: docs/performance.md.)"""
+    return (settings["enabled"] and threads.count() >= MIN_THREADS and isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
+            and x.dtype == w.dtype == np.float32 and x.shape[0] <= MAX_BATCH and w.shape[0] % ROWS == 0
             and w[0].size % 3 == 0 and _compile() and x.shape[0] % _compiled["lanes"] == 0)
 
 
