@@ -26,7 +26,7 @@ the language Numba compiles Python to, as Numba "intrinsics"; the loops around t
 
 The forward sums each output in k order with one fused multiply-add per term, as OpenBLAS's product
 of the matrix does: the same bits where OpenBLAS sums K in one block (conv_1's K = 288). The weight
-gradient sums in another order than a matrix product (lanes, then the lanes' sums in order): its
+gradient sums in another order than a matrix product (lanes, then the lanes' sums as a tree): its
 last bits differ. Neither depends on the thread count (each result is made by one thread, the same
 way). im2col's path (conv.py) stays the reference, tested against this one (tests/test_direct.py).
 """
@@ -150,14 +150,17 @@ def forward_runs(w_blocks, x, koff, voff, y, bias, kind, slope, lanes, v0, v1):
             for o in range(b * ROWS, b * ROWS + ROWS):
                 part = y[o, v * lanes:(v + runs) * lanes]
                 b_o = np.float32(0) if bias is None else bias[o]
-                for t in range(runs * lanes):
-                    z = part[t] if bias is None else part[t] + b_o
-                    if kind == 1:
+                if kind == 1:                                   # one loop per kind: each is SIMD
+                    for t in range(part.size):
+                        z = part[t] if bias is None else part[t] + b_o
                         part[t] = np.float32(0) if z <= 0 else z
-                    elif kind == 2:
+                elif kind == 2:
+                    for t in range(part.size):
+                        z = part[t] if bias is None else part[t] + b_o
                         part[t] = z * slope_at(z, slope)
-                    else:
-                        part[t] = z
+                else:
+                    for t in range(part.size):
+                        part[t] += b_o
         v += runs
 
 
@@ -234,7 +237,7 @@ def _gradient_block(lanes, ks):
     """The intrinsic block(g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw): for r < GRAD_ROWS, j < ks,
         dw[out_at + r·ldw + j] = Σ_lanes Σ_{v < nruns} g[at + r·ldg + v·lanes + l] · x[koff[j] + voff[v] + l],
     GRAD_ROWS·ks vectors of partial sums (one per lane) kept in registers through the loop over the
-    runs, then each added up, lane 0 first."""
+    runs, then each added up (_add_lanes)."""
     import numba
     from llvmlite import ir
 
@@ -257,13 +260,10 @@ def _gradient_block(lanes, ks):
             xs = [_load(builder, builder.gep(p, [offset]), vec) for p in x_ks]
             new = [builder.call(fma, [g_r, x_j, sums[r * ks + j]]) for r, g_r in enumerate(gs) for j, x_j in enumerate(xs)]
             _close_loop(builder, v, sums, new, entry, loop, nruns, done, vec)
-            f32 = ir.FloatType()
-            add_lanes = _function(builder, f"llvm.vector.reduce.fadd.v{lanes}f32", f32, [f32, vec])
             for r in range(GRAD_ROWS):
                 row = builder.gep(dw_p, [builder.add(out_at, builder.mul(_i(r), ldw))])
                 for j in range(ks):
-                    total = builder.call(add_lanes, [ir.Constant(f32, 0.0), new[r * ks + j]])  # in lane order
-                    builder.store(total, builder.gep(row, [_i(j)]))
+                    builder.store(_add_lanes(builder, new[r * ks + j], lanes), builder.gep(row, [_i(j)]))
             return context.get_dummy_value()
         return numba.types.none(g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw), codegen
     return block
@@ -304,6 +304,19 @@ def _load(builder, pointer, vec):
 
 def _store(builder, value, pointer, vec):
     builder.store(value, builder.bitcast(pointer, vec.as_pointer()), align=4)
+
+
+def _add_lanes(builder, vector, lanes):
+    """The sum of a vector's lanes, as a tree: its halves added, then the halves of that, ...
+    (lane l + lane l + lanes/2 first; a fixed order, in log2(lanes) dependent adds, not lanes)."""
+    from llvmlite import ir
+    while lanes > 1:
+        lanes //= 2
+        halves = [builder.shuffle_vector(vector, vector, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                                      list(range(start, start + lanes))))
+                  for start in (0, lanes)]
+        vector = builder.fadd(*halves)
+    return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
 
 
 def _splat(builder, scalar, vec, lanes):
