@@ -71,7 +71,7 @@ def _compile():
         compiled = {}
         # the col2im kernels' helper, written into their code (from its Python function, also when
         # the kernels are compiled a second time)
-        for helper in (slope_at, finish_channel):
+        for helper in (slope_at, finish_run, finish_channel):
             globals()[helper.__name__] = numba.njit(inline="always")(getattr(helper, "py_func", helper))
         for kernel in (im2col_chwn, col2im_chwn, col2im_gather_chwn, leaky_relu_flat, relu_flat, product_flat, product_2d,
                        product_4d, rmsprop_flat, adam_flat, relu_rows, leaky_relu_rows, activation_grad_flat,
@@ -426,7 +426,11 @@ def finish_channel(out, c, bias, kind, slope):
     that slope) as relu_rows and leaky_relu_rows make them; nothing for kind 0 without a bias."""
     if bias is None and kind == 0:
         return
-    flat = out[c].reshape(out.shape[1] * out.shape[2] * out.shape[3])
+    finish_run(out[c].reshape(out.shape[1] * out.shape[2] * out.shape[3]), bias, c, kind, slope)
+
+
+def finish_run(flat, bias, c, kind, slope):
+    """finish_channel on a 1-D run of channel c's numbers (flat)."""
     b = np.float32(0) if bias is None else bias[c]
     if kind == 1:                                             # one loop per kind: each is SIMD
         for k in range(flat.size):

@@ -155,6 +155,17 @@ def path_switched(settings, on):
         settings["enabled"] = previous
 
 
+def grads_with_path(settings, on, op, arrays, kwargs, g):
+    """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with a faster path on or off
+    (path_switched)."""
+    from minivae.tensor import Tensor
+    with path_switched(settings, on):
+        x, w, b = (Tensor(a, requires_grad=True) for a in arrays)
+        y = op(x, w, b, **kwargs)
+        y.backward(g)
+        return [np.array(a) for a in (y.data, x.grad, w.grad, b.grad)]
+
+
 def conv_arrays(op, x_shape, w_shape, dtype):
     """x, w and a bias for F.conv2d or F.conv_transpose2d (whose w is (C_in, C_out, kH, kW))."""
     from minivae import functional as F

@@ -5,8 +5,8 @@ backward is a convolution), with and without bias and fused activation; the same
 count; and it is taken exactly where it should be."""
 import numpy as np
 import pytest
-from helpers import (assert_close_to_reference, assert_same_bits, conv_arrays, on_one_thread_and_on,
-                     path_switched, randn)
+from helpers import (assert_close_to_reference, assert_same_bits, conv_arrays, grads_with_path,
+                     on_one_thread_and_on, path_switched, randn)
 
 from minivae import functional as F
 from minivae import threads
@@ -26,11 +26,7 @@ def on_any_thread_count(monkeypatch):
 
 def run(op, arrays, kwargs, g, on):
     """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the direct path on or off."""
-    with path_switched(direct.settings, on):
-        x, w, b = (Tensor(a, requires_grad=True) for a in arrays)
-        y = op(x, w, b, **kwargs)
-        y.backward(g)
-        return [np.array(a) for a in (y.data, x.grad, w.grad, b.grad)]
+    return grads_with_path(direct.settings, on, op, arrays, kwargs, g)
 
 
 LAYERS = {  # name: (op, x shape, w shape, keyword arguments); fewer than 16 channels: not Winograd's

@@ -4,8 +4,8 @@ forward and backward, with and without bias and fused activation; gradients righ
 differences; the same bits on any thread count. And each is taken exactly where it should be."""
 import numpy as np
 import pytest
-from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arrays, on_one_thread_and_on,
-                     path_switched, randn)
+from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arrays, grads_with_path,
+                     on_one_thread_and_on, randn)
 
 from minivae import functional as F
 from minivae import threads
@@ -29,11 +29,7 @@ def tiles(request, monkeypatch):
 
 def run(op, arrays, kwargs, g, on):
     """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the Winograd path on or off."""
-    with path_switched(winograd.settings, on):
-        x, w, b = (Tensor(a, requires_grad=True) for a in arrays)
-        y = op(x, w, b, **kwargs)
-        y.backward(g)
-        return [np.array(a) for a in (y.data, x.grad, w.grad, b.grad)]
+    return grads_with_path(winograd.settings, on, op, arrays, kwargs, g)
 
 
 LAYERS = {  # name: (op, x shape, w shape, keyword arguments)

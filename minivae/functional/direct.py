@@ -45,6 +45,8 @@ MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (1
 MIN_THREADS = 2         # on one thread OpenBLAS's product ran as fast (Chollet 16: 0.991) or faster (Foster 32: 1.058)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
+# made by _compile (the blocks need Numba and this CPU's vector width; finish_run is cpu_kernels')
+forward_block_1 = forward_block_2 = gradient_block_3 = gradient_block_6 = finish_run = None
 
 
 def suits(x, w):
@@ -148,19 +150,7 @@ def forward_runs(w_blocks, x, koff, voff, y, bias, kind, slope, lanes, v0, v1):
             if bias is None and kind == 0:
                 continue
             for o in range(b * ROWS, b * ROWS + ROWS):
-                part = y[o, v * lanes:(v + runs) * lanes]
-                b_o = np.float32(0) if bias is None else bias[o]
-                if kind == 1:                                   # one loop per kind: each is SIMD
-                    for t in range(part.size):
-                        z = part[t] if bias is None else part[t] + b_o
-                        part[t] = np.float32(0) if z <= 0 else z
-                elif kind == 2:
-                    for t in range(part.size):
-                        z = part[t] if bias is None else part[t] + b_o
-                        part[t] = z * slope_at(z, slope)
-                else:
-                    for t in range(part.size):
-                        part[t] += b_o
+                finish_run(y[o, v * lanes:(v + runs) * lanes], bias, o, kind, slope)
         v += runs
 
 
@@ -202,20 +192,15 @@ def _forward_block(lanes, runs):
         y[at + r·ldy + u·lanes + l] = Σ_{k < ks} w[k·ROWS + r] · x[koff[k] + voff[u] + l],
     the ROWS·runs vectors of sums kept in registers through the loop over k, then stored."""
     import numba
-    from llvmlite import ir
 
     @numba.extending.intrinsic
     def block(typingctx, w, x, koff, voff, y, at, ldy, ks):
         def codegen(context, builder, signature, args):
-            vec, i64, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
+            vec, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
             w_p, x_p, koff_p, voff_p, y_p = (data(i) for i in range(5))
             at, ldy, ks = integer(5), integer(6), integer(7)
             runs_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [_i(u)]))]) for u in range(runs)]
-            entry, loop, done = builder.block, builder.append_basic_block("k"), builder.append_basic_block("store")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            sums = [builder.phi(vec) for _ in range(ROWS * runs)]
+            entry, loop, done, k, sums = _open_loop(builder, vec, ROWS * runs)
             offset = builder.load(builder.gep(koff_p, [k]))
             xs = [_load(builder, builder.gep(p, [offset]), vec) for p in runs_p]
             w_k = builder.gep(w_p, [builder.mul(k, _i(ROWS))])
@@ -239,21 +224,16 @@ def _gradient_block(lanes, ks):
     GRAD_ROWS·ks vectors of partial sums (one per lane) kept in registers through the loop over the
     runs, then each added up (_add_lanes)."""
     import numba
-    from llvmlite import ir
 
     @numba.extending.intrinsic
     def block(typingctx, g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw):
         def codegen(context, builder, signature, args):
-            vec, i64, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
+            vec, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
             g_p, x_p, koff_p, voff_p, dw_p = data(0), data(3), data(4), data(5), data(7)
             at, ldg, nruns, out_at, ldw = integer(1), integer(2), integer(6), integer(8), integer(9)
             g_rows = [builder.gep(g_p, [builder.add(at, builder.mul(_i(r), ldg))]) for r in range(GRAD_ROWS)]
             x_ks = [builder.gep(x_p, [builder.load(builder.gep(koff_p, [_i(j)]))]) for j in range(ks)]
-            entry, loop, done = builder.block, builder.append_basic_block("run"), builder.append_basic_block("store")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            v = builder.phi(i64)
-            sums = [builder.phi(vec) for _ in range(GRAD_ROWS * ks)]
+            entry, loop, done, v, sums = _open_loop(builder, vec, GRAD_ROWS * ks)
             offset = builder.load(builder.gep(voff_p, [v]))
             column = builder.mul(v, _i(lanes))
             gs = [_load(builder, builder.gep(p, [column]), vec) for p in g_rows]
@@ -272,7 +252,7 @@ def _gradient_block(lanes, ks):
 # small pieces of IR shared by the two blocks
 
 def _ir_tools(context, builder, signature, args, lanes):
-    """(the vector type, int64, llvm.fma on vectors, data(i): argument i's data pointer (an array),
+    """(the vector type, llvm.fma on vectors, data(i): argument i's data pointer (an array),
     integer(i): argument i as an int64)."""
     import numba
     from llvmlite import ir
@@ -284,7 +264,7 @@ def _ir_tools(context, builder, signature, args, lanes):
 
     def integer(i):
         return context.cast(builder, args[i], signature.args[i], numba.types.int64)
-    return vec, ir.IntType(64), fma, data, integer
+    return vec, fma, data, integer
 
 
 def _function(builder, name, result, arguments):
@@ -326,6 +306,16 @@ def _splat(builder, scalar, vec, lanes):
     return builder.shuffle_vector(one, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
+def _open_loop(builder, vec, count):
+    """The start of a loop: (the block before it, its body, the block after it, its index, and
+    `count` vectors of sums), the builder in the body."""
+    from llvmlite import ir
+    entry, loop, done = builder.block, builder.append_basic_block("loop"), builder.append_basic_block("after")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    return entry, loop, done, builder.phi(ir.IntType(64)), [builder.phi(vec) for _ in range(count)]
+
+
 def _close_loop(builder, index, sums, new, entry, loop, count, done, vec):
     """The loop's back edge: the sums start at 0 and take their new values; index runs 0..count-1."""
     from llvmlite import ir
@@ -348,7 +338,9 @@ def _compile():
         from llvmlite import binding
         lanes = 16 if binding.get_host_cpu_features().get("avx512f", False) else 8
         g = globals()
-        g["slope_at"] = cpu_kernels.slope_at             # compiled inline by cpu_kernels._compile
+        # compiled inline by cpu_kernels._compile (Numba keys a kernel's disk cache on its own file's
+        # date: an edit of finish_run reaches forward_runs once this file is touched too)
+        g["finish_run"] = cpu_kernels.finish_run
         g["forward_block_2"], g["forward_block_1"] = _forward_block(lanes, 2), _forward_block(lanes, 1)
         g["gradient_block_6"], g["gradient_block_3"] = _gradient_block(lanes, 6), _gradient_block(lanes, 3)
         _compiled.update(forward_runs=cpu_kernels.jit(forward_runs), gradient_ks=cpu_kernels.jit(gradient_ks),
