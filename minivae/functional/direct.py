@@ -41,8 +41,8 @@ settings = {"enabled": os.environ.get("MINIVAE_DIRECT", "auto") != "never"}
 ROWS = 8                # forward: output channels per block (C_out must be a multiple)
 RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
 GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
-MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16 and 32: faster; 64 not measured)
-MIN_THREADS = 2         # on one thread OpenBLAS's product ran as fast (Chollet 16: 0.991) or faster (Foster 32: 1.058)
+MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16, 32: faster; 64 not measured)
+MIN_THREADS = 2         # on one thread OpenBLAS's product: as fast (Chollet 16 0.991) or faster (Foster 32 1.058)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 # made by _compile (the blocks need Numba and this CPU's vector width; finish_run is cpu_kernels')
@@ -54,9 +54,10 @@ def suits(x, w):
     take this path? float32 NumPy arrays, the batch a multiple of LANES and at most MAX_BATCH, C_out
     a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more, and the CPU kernels
     on (Numba there). (What pays is measured on whole training steps: docs/performance.md.)"""
-    return (settings["enabled"] and threads.count() >= MIN_THREADS and isinstance(x, np.ndarray) and isinstance(w, np.ndarray)
-            and x.dtype == w.dtype == np.float32 and x.shape[0] <= MAX_BATCH and w.shape[0] % ROWS == 0
-            and w[0].size % 3 == 0 and _compile() and x.shape[0] % _compiled["lanes"] == 0)
+    return (settings["enabled"] and threads.count() >= MIN_THREADS and isinstance(x, np.ndarray)
+            and isinstance(w, np.ndarray) and x.dtype == w.dtype == np.float32 and x.shape[0] <= MAX_BATCH
+            and w.shape[0] % ROWS == 0 and w[0].size % 3 == 0 and _compile()
+            and x.shape[0] % _compiled["lanes"] == 0)
 
 
 class Patches:
@@ -82,8 +83,8 @@ class Patches:
 def correlate(patches, w, bias=None, activation=None):
     """W @ cols (+ bias per row, then an activations.Fused, where given): (C_out, OH·OW·N), the
     runs of columns split over the threads, each block finished while it is in the cache."""
-    w_blocks = np.ascontiguousarray(                       # (C_out/ROWS, K, ROWS): a block's ROWS numbers of W per k together
-        w.reshape(w.shape[0] // ROWS, ROWS, -1).transpose(0, 2, 1))
+    # W as (C_out/ROWS, K, ROWS): the ROWS numbers a block broadcasts for each k, side by side
+    w_blocks = np.ascontiguousarray(w.reshape(w.shape[0] // ROWS, ROWS, -1).transpose(0, 2, 1))
     y = workspace.empty((w.shape[0], patches.columns), w.dtype)
     kind, slope = (0 if activation is None else 1 if activation.negative_slope is None else 2,
                    np.float32(0 if activation is None or activation.negative_slope is None
@@ -238,7 +239,8 @@ def _gradient_block(lanes, ks):
             column = builder.mul(v, _i(lanes))
             gs = [_load(builder, builder.gep(p, [column]), vec) for p in g_rows]
             xs = [_load(builder, builder.gep(p, [offset]), vec) for p in x_ks]
-            new = [builder.call(fma, [g_r, x_j, sums[r * ks + j]]) for r, g_r in enumerate(gs) for j, x_j in enumerate(xs)]
+            new = [builder.call(fma, [g_r, x_j, sums[r * ks + j]])
+                   for r, g_r in enumerate(gs) for j, x_j in enumerate(xs)]
             _close_loop(builder, v, sums, new, entry, loop, nruns, done, vec)
             for r in range(GRAD_ROWS):
                 row = builder.gep(dw_p, [builder.add(out_at, builder.mul(_i(r), ldw))])
@@ -303,7 +305,8 @@ def _splat(builder, scalar, vec, lanes):
     """The scalar in every lane of a vector."""
     from llvmlite import ir
     one = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    lane_0 = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    return builder.shuffle_vector(one, ir.Constant(vec, None), lane_0)
 
 
 def _open_loop(builder, vec, count):
