@@ -36,6 +36,7 @@ LAYERS = {  # name: (op, x shape, w shape, keyword arguments); fewer than 16 cha
     "padding 2, an odd number of runs": (F.conv2d, (BATCH, 2, 3, 5), (16, 2, 3, 3), {"padding": 2}),
     "a 2×3 kernel, stride (2, 1)": (F.conv2d, (BATCH, 3, 7, 6), (8, 3, 2, 3), {"stride": (2, 1), "padding": 1}),
     "3 channels in: 27 k's, a last block of 3": (F.conv2d, (2 * BATCH, 3, 5, 5), (8, 3, 3, 3), {"padding": 1}),
+    "a 1×1 image, one run": (F.conv2d, (BATCH, 3, 1, 1), (8, 3, 3, 3), {"padding": 1}),
     "transposed, stride 2 (its backward)": (F.conv_transpose2d, (BATCH, 8, 4, 4), (8, 4, 3, 3),
                                             {"stride": 2, "padding": "same"}),
 }
