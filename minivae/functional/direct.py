@@ -117,15 +117,20 @@ def _parts(blocks, flops):
 
 def _padded(x_chwn, top, left, hp, wp):
     """x (C, H, W, N) inside zeros to (C, Hp, Wp, N): x itself where that is no padding and x is
-    contiguous, else a workspace copy made by channels on the threads."""
-    x_chwn = np.ascontiguousarray(x_chwn)                  # as the convolutions hand it on: no copy
-    if x_chwn.shape[1:3] == (hp, wp):
+    contiguous (as the convolutions hand it on), else a workspace copy made by channels on the
+    threads; an x laid out otherwise (a caller's (N, C, H, W) array) copied into place in one
+    strided pass."""
+    (channels, height, width, batch), contiguous = x_chwn.shape, x_chwn.flags.c_contiguous
+    if (height, width) == (hp, wp) and contiguous:
         return x_chwn
-    channels, batch = x_chwn.shape[0], x_chwn.shape[3]
     out = workspace.empty((channels, hp, wp, batch), x_chwn.dtype)
+    if not contiguous:
+        out.fill(0)
+        out[:, top:top + height, left:left + width] = x_chwn
+        return out
     parts = max(1, min(threads.count(), channels, out.size // threads.MIN_PIECE))
     pieces = threads.bounds(channels, parts)
-    rows, out_rows = x_chwn.reshape(channels, x_chwn.shape[1], -1), out.reshape(channels, hp, -1)
+    rows, out_rows = x_chwn.reshape(channels, height, -1), out.reshape(channels, hp, -1)
     threads.run(lambda p: _compiled["pad"](rows, out_rows, top, left * batch, *pieces[p]), parts)
     return out
 
