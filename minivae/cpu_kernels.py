@@ -35,6 +35,7 @@ import threading
 import numpy as np
 
 from . import threads
+from .workspace import workspace
 
 settings = {"enabled": os.environ.get("MINIVAE_CPU_KERNELS", "auto") != "never"}
 _compiled = {}    # name -> the compiled kernel, filled at the first use
@@ -107,13 +108,71 @@ def col2im(cols, out, sh, sw, top, left, bias=None, activation=None):
     at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
     batch 128 (one thread, medians of 15, on a 2-core AMD EPYC VM: docs/performance.md)."""
     kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
-    kind = 0 if activation is None else (1 if activation.negative_slope is None else 2)
-    slope = np.float32(0 if kind < 2 else activation.negative_slope)
+    kind, slope = _activation_code(activation)
     if bias is None:
         _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left, None, kind, slope)
     else:
         _along_first_axis(lambda c, o, b: _compiled[kernel](c, o, sh, sw, top, left, b, kind, slope),
                           (cols, out, bias))
+
+
+COL2IM_GROUP = 16               # channels of col2im_product's output per product (their kH·kW rows each) ...
+COL2IM_GROUP_BYTES = 2 << 20    # ... or fewer, so that a group's rows take at most one core's L2 cache (2 MiB),
+COL2IM_MIN_GROUP = 8            # but no fewer than these (at Chollet's batch 16, groups of 2 and 4 were slower)
+
+
+def col2im_group(channels, taps, columns):
+    """The channels per group of col2im_product for `channels` channels of output, `taps` (kH·kW)
+    rows of the product each, `columns` long; 0 where that way does not pay: on one thread, where
+    fewer than COL2IM_MIN_GROUP fit in COL2IM_GROUP_BYTES, or where the groups are fewer than the
+    threads. In whole training steps on a 2-core Xeon VM, two threads: Chollet's batch 16 0.981,
+    Foster's 16 0.942 and 32 0.988 of the time, Chollet's 32 1.004; one thread: Chollet's 16 1.007,
+    Foster's 32 1.054 (docs/performance.md)."""
+    group = _group_size(taps, columns)
+    return group if (group >= COL2IM_MIN_GROUP and channels >= group * threads.count()
+                     and threads.count() > 1) else 0
+
+
+def _group_size(taps, columns):
+    """COL2IM_GROUP channels, or as many as fit in COL2IM_GROUP_BYTES (one at least)."""
+    return max(1, min(COL2IM_GROUP, COL2IM_GROUP_BYTES // (taps * columns * 4)))
+
+
+def col2im_product(a, b, out, kernel, out_hw, stride, top, left, bias=None, activation=None):
+    """out (C, H, W, N) = col2im(a @ b) (+ bias, then the activation, where given), a (C·kH·kW, K),
+    b (K, OH·OW·N): as col2im of the whole product, but made COL2IM_GROUP channels at a time, each
+    group's rows of the product (a one-thread BLAS product) added back into out while they are in
+    the cache, the groups split over the threads. Made whole, the product of a stride-2 layer's
+    dL/dx (Chollet's conv_1, batch 16: 3.6 MB) went out to memory and came back, and was added up
+    by channels on other threads than made it. The same bits as col2im(a @ b): each row of the
+    product is made over the same K, and each pixel gets its terms in (i, j) order. (The layers
+    call it where col2im_group says it pays.)"""
+    (kh, kw), (oh, ow), (sh, sw) = kernel, out_hw, stride
+    channels, batch = out.shape[0], out.shape[3]
+    name = "col2im_gather_chwn" if batch >= COL2IM_GATHER_FROM else "col2im_chwn"
+    kind, slope = _activation_code(activation)
+    taps = kh * kw
+    size = _group_size(taps, b.shape[1])
+    groups = -(-channels // size)
+    parts = max(1, min(threads.count(), groups, 2 * a.shape[0] * a.shape[1] * b.shape[1] // threads.MIN_SPLIT_FLOPS))
+    pieces = threads.bounds(groups, parts)
+    rows = [workspace.empty((size * taps, b.shape[1]), b.dtype) for _ in range(parts)]
+
+    def groups_of(p):
+        for group in range(*pieces[p]):
+            c0, c1 = group * size, min(channels, (group + 1) * size)
+            product = rows[p][:(c1 - c0) * taps]
+            np.matmul(a[c0 * taps:c1 * taps], b, out=product)
+            _compiled[name](product.reshape(c1 - c0, kh, kw, oh, ow, batch), out[c0:c1], sh, sw, top, left,
+                            None if bias is None else bias[c0:c1], kind, slope)
+    with threads.one_blas_thread():
+        threads.run(groups_of, parts)
+
+
+def _activation_code(activation):
+    """(kind, slope) for the kernels' finish_channel: kind 0 none, 1 relu, 2 leaky_relu (that slope)."""
+    kind = 0 if activation is None else (1 if activation.negative_slope is None else 2)
+    return kind, np.float32(0 if kind < 2 else activation.negative_slope)
 
 
 def _along_first_axis(kernel, arrays, *args):

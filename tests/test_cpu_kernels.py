@@ -222,3 +222,58 @@ def test_row_sums_and_the_fused_activation_gradient_add_in_lanes(length, negativ
     assert np.array_equal(out.view(np.uint32), Fused(negative_slope).backward(g, y).view(np.uint32))
     assert np.array_equal(fused_sums.view(np.uint32), sums_in_lanes(out).view(np.uint32))
     np.testing.assert_allclose(fused_sums, out.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-2)
+
+
+@pytest.mark.parametrize("col2im_walk", ["offset by offset", "pixel by pixel"])
+@pytest.mark.parametrize("activation", [None, Fused(), Fused(0.3)], ids=["bias only", "relu", "leaky_relu 0.3"])
+def test_col2im_of_a_product_made_by_channel_groups_equals_col2im_of_the_whole_product(activation, col2im_walk,
+                                                                                      thread_count, monkeypatch):
+    """col2im(Wᵀ @ X) (conv_transpose2d's output, a stride-2 conv2d's dL/dx), its rows of the product
+    made two channels at a time and added back while in the cache: the same bits as the whole
+    product followed by col2im. Five channels: the last group has one."""
+    if col2im_walk == "pixel by pixel":
+        monkeypatch.setattr(cpu_kernels, "COL2IM_GATHER_FROM", 1)
+    monkeypatch.setattr(cpu_kernels, "COL2IM_GROUP", 2)
+    monkeypatch.setattr(cpu_kernels, "COL2IM_MIN_GROUP", 1)
+    shape, kernel, stride, pads = CASES["same, stride 2 (odd pad after)"]
+    (n, c, h, w), (top, bottom, left, right) = shape, pads
+    out_hw = (4, 4)
+    rng = np.random.default_rng(2)
+    w_t = rng.standard_normal((6, c * 9), dtype=np.float32).T         # Wᵀ as the layers pass it: a view
+    x = rng.standard_normal((6, out_hw[0] * out_hw[1] * n), dtype=np.float32)
+    bias = rng.standard_normal(c, dtype=np.float32)
+    with threads.one_blas_thread():
+        whole = w_t @ x
+    expected = col2im(whole, shape, kernel, stride, pads, bias, activation)
+    out = np.full((c, h, w, n), np.nan, np.float32)
+    cpu_kernels.col2im_product(w_t, x, out, kernel, out_hw, stride, top, left, bias, activation)
+    assert np.array_equal(out.transpose(3, 0, 1, 2).view(np.uint32), np.array(expected).view(np.uint32))
+
+
+@pytest.mark.parametrize("op", ["conv_transpose2d forward", "conv2d dL/dx"])
+def test_the_layers_take_col2im_by_channel_groups_with_the_same_bits(op, thread_count, monkeypatch):
+    """Where col2im_product pays (here: made to pay at these small sizes, on two threads or more),
+    conv_transpose2d and a stride-2 conv2d's backward pass give the bits they give without it."""
+    monkeypatch.setattr(cpu_kernels, "COL2IM_GROUP", 2)
+    monkeypatch.setattr(cpu_kernels, "COL2IM_MIN_GROUP", 1)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 7, 9, 8) if op == "conv2d dL/dx" else (4, 6, 5, 4), dtype=np.float32)
+    w = rng.standard_normal((6, 7, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(6 if op == "conv2d dL/dx" else 7, dtype=np.float32)
+
+    def run():
+        t = Tensor(x, requires_grad=True)
+        if op == "conv2d dL/dx":
+            y = F.conv2d(t, w, b, stride=2, padding="same")
+            y.backward(np.ones(y.shape, np.float32))
+            return t.grad
+        return F.conv_transpose2d(t, w, b, stride=2, padding="same", activation=Fused(0.2)).data
+
+    monkeypatch.setattr(cpu_kernels, "COL2IM_GROUP_BYTES", 0)       # never pays: the whole product
+    whole = np.array(run())
+    monkeypatch.setattr(cpu_kernels, "COL2IM_GROUP_BYTES", 1 << 30)  # always pays: groups of 2 channels
+    calls = []
+    by_groups = cpu_kernels.col2im_product
+    monkeypatch.setattr(cpu_kernels, "col2im_product", lambda *args: calls.append(1) or by_groups(*args))
+    assert np.array_equal(np.array(run()), whole)
+    assert calls == ([1] if thread_count > 1 else [])

@@ -17,7 +17,7 @@ Padding is resolved once into (top, bottom, left, right), because Keras' "same" 
 """
 import numbers
 
-from .. import backend
+from .. import backend, cpu_kernels
 from ..tensor import Tensor
 from ..workspace import workspace
 from ._common import (before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors,
@@ -237,13 +237,22 @@ def _weight_product(g_mat, cols):
 
 def _scatter(x_mat, w, shape, stride, pads, bias=None, activation=None):
     """conv_transpose2d on arrays: col2im(Wᵀ @ X) for X (w.shape[0], H·W·N), output `shape` (N, C, OH, OW),
-    + bias and then the activation where given."""
+    + bias and then the activation where given. On the CPU, where it pays, a few channels at a time
+    (cpu_kernels.col2im_product: each group's rows of Wᵀ @ X added back while in the cache)."""
     w_mat = w.reshape(w.shape[0], -1)
     # With one channel in (a conv2d with C_out = 1) Wᵀ @ X is an outer product: broadcasting does it
     # 3-4× faster than OpenBLAS, whose matrix product is unusually slow when the inner size is 1.
     if w_mat.shape[0] == 1:
         xp = backend.array_module(x_mat)
         cols = xp.multiply(w_mat.T, x_mat, out=workspace.empty((w_mat.shape[1], x_mat.shape[1]), x_mat.dtype, xp))
+    elif (cpu_kernels.use_for(x_mat, w_mat) and (bias is None or cpu_kernels.use_for(bias))
+          and cpu_kernels.col2im_group(shape[1], w_mat.shape[1] // shape[1], x_mat.shape[1])):
+        n, c, h, wd = shape
+        (top, bottom, left, right), (kh, kw) = pads, w.shape[2:]
+        out_hw = (conv_output_size(h, kh, stride[0], top, bottom), conv_output_size(wd, kw, stride[1], left, right))
+        out = workspace.empty((c, h, wd, n), x_mat.dtype)
+        cpu_kernels.col2im_product(w_mat.T, x_mat, out, (kh, kw), out_hw, stride, top, left, bias, activation)
+        return out.transpose(3, 0, 1, 2)
     else:
         cols = matmul_arrays(w_mat.T, x_mat)
     return col2im(cols, shape, w.shape[2:], stride, pads, bias, activation)
