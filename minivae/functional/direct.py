@@ -45,8 +45,8 @@ MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (1
 MIN_THREADS = 2         # on one thread OpenBLAS's product: as fast (Chollet 16 0.991) or faster (Foster 32 1.058)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
-# made by _compile (the blocks need Numba and this CPU's vector width; finish_run is cpu_kernels')
-forward_block_1 = forward_block_2 = gradient_block_3 = gradient_block_6 = finish_run = None
+# made by _compile (the blocks need Numba and this CPU's vector width)
+forward_block_1 = forward_block_2 = gradient_block_3 = gradient_block_6 = None
 
 
 def suits(x, w):
@@ -139,24 +139,24 @@ def _padded(x_chwn, top, left, hp, wp):
 
 def forward_runs(w_blocks, x, koff, voff, y, bias, kind, slope, lanes, v0, v1):
     """y[:, columns of runs v0..v1) = W @ cols there (runs of `lanes` columns), + bias[o], then relu
-    (kind 1) or leaky_relu (kind 2, that slope) as cpu_kernels.finish_channel makes them; bias may
-    be None."""
+    (kind 1) or leaky_relu (kind 2, that slope) as cpu_kernels.finish_run makes them, each block
+    finished in its registers before it is stored; bias may be None."""
     blocks, ks = w_blocks.shape[0], w_blocks.shape[1]
     columns = y.shape[1]
     flat_w, flat_y = w_blocks.reshape(-1), y.reshape(-1)
+    has_bias = bias is not None
+    biases = bias if bias is not None else np.zeros(blocks * ROWS, np.float32)
     v = v0
     while v < v1:
         runs = RUNS if v + RUNS <= v1 else 1
         for b in range(blocks):
             at = b * ROWS * columns + v * lanes             # y[b·ROWS, v·lanes]
             if runs == RUNS:
-                forward_block_2(flat_w[b * ks * ROWS:], x, koff, voff[v:], flat_y, at, columns, ks)
+                forward_block_2(flat_w[b * ks * ROWS:], x, koff, voff[v:], flat_y, at, columns, ks,
+                                biases[b * ROWS:], has_bias, kind, slope)
             else:
-                forward_block_1(flat_w[b * ks * ROWS:], x, koff, voff[v:], flat_y, at, columns, ks)
-            if bias is None and kind == 0:
-                continue
-            for o in range(b * ROWS, b * ROWS + ROWS):
-                finish_run(y[o, v * lanes:(v + runs) * lanes], bias, o, kind, slope)
+                forward_block_1(flat_w[b * ks * ROWS:], x, koff, voff[v:], flat_y, at, columns, ks,
+                                biases[b * ROWS:], has_bias, kind, slope)
         v += runs
 
 
@@ -194,16 +194,19 @@ def pad(x, out, top, left, c0, c1):
 
 
 def _forward_block(lanes, runs):
-    """The intrinsic block(w, x, koff, voff, y, at, ldy, ks): for r < ROWS, u < runs, l < lanes,
-        y[at + r·ldy + u·lanes + l] = Σ_{k < ks} w[k·ROWS + r] · x[koff[k] + voff[u] + l],
-    the ROWS·runs vectors of sums kept in registers through the loop over k, then stored."""
+    """The intrinsic block(w, x, koff, voff, y, at, ldy, ks, bias, has_bias, kind, slope): for r < ROWS,
+    u < runs, l < lanes,
+        y[at + r·ldy + u·lanes + l] = finish(Σ_{k < ks} w[k·ROWS + r] · x[koff[k] + voff[u] + l], r),
+    the ROWS·runs vectors of sums kept in registers through the loop over k, then finished as
+    cpu_kernels.finish_run finishes them (+ bias[r] where has_bias; then relu where kind is 1,
+    leaky_relu with that slope where 2) and stored."""
     import numba
 
     @numba.extending.intrinsic
-    def block(typingctx, w, x, koff, voff, y, at, ldy, ks):
+    def block(typingctx, w, x, koff, voff, y, at, ldy, ks, bias, has_bias, kind, slope):
         def codegen(context, builder, signature, args):
             vec, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
-            w_p, x_p, koff_p, voff_p, y_p = (data(i) for i in range(5))
+            w_p, x_p, koff_p, voff_p, y_p, bias_p = (data(i) for i in (0, 1, 2, 3, 4, 8))
             at, ldy, ks = integer(5), integer(6), integer(7)
             runs_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [_i(u)]))]) for u in range(runs)]
             entry, loop, done, k, sums = _open_loop(builder, vec, ROWS * runs)
@@ -215,13 +218,34 @@ def _forward_block(lanes, runs):
                 w_r = _splat(builder, builder.load(builder.gep(w_k, [_i(r)])), vec, lanes)
                 new += [builder.call(fma, [w_r, x_u, sums[r * runs + u]]) for u, x_u in enumerate(xs)]
             _close_loop(builder, k, sums, new, entry, loop, ks, done, vec)
+            finish = _finisher(builder, vec, lanes, integer(9), integer(10), args[11])
             for r in range(ROWS):
                 row = builder.gep(y_p, [builder.add(at, builder.mul(_i(r), ldy))])
+                b_r = _splat(builder, builder.load(builder.gep(bias_p, [_i(r)])), vec, lanes)
                 for u in range(runs):
-                    _store(builder, new[r * runs + u], builder.gep(row, [_i(u * lanes)]), vec)
+                    _store(builder, finish(new[r * runs + u], b_r), builder.gep(row, [_i(u * lanes)]), vec)
             return context.get_dummy_value()
-        return numba.types.none(w, x, koff, voff, y, at, ldy, ks), codegen
+        return numba.types.none(w, x, koff, voff, y, at, ldy, ks, bias, has_bias, kind, slope), codegen
     return block
+
+
+def _finisher(builder, vec, lanes, has_bias, kind, slope):
+    """finish(v, b): the vector v + b where has_bias (else v as it is), then 0 (kind 1) or slope·v
+    (kind 2) in the lanes where that is <= 0, as cpu_kernels.finish_run makes each number (a NaN stays
+    NaN). Each choice is made by a select on the run-time flags: a few instructions per vector,
+    after a sum of K multiply-adds."""
+    from llvmlite import ir
+    zero = ir.Constant(vec, None)
+    with_bias = builder.icmp_signed("!=", has_bias, _i(0))
+    relu, leaky = builder.icmp_signed("==", kind, _i(1)), builder.icmp_signed("==", kind, _i(2))
+    slopes = _splat(builder, slope, vec, lanes)
+
+    def finish(v, b):
+        v = builder.select(with_bias, builder.fadd(v, b), v)
+        at_most_0 = builder.fcmp_ordered("<=", v, zero)
+        v = builder.select(relu, builder.select(at_most_0, zero, v), v)
+        return builder.select(leaky, builder.select(at_most_0, builder.fmul(v, slopes), v), v)
+    return finish
 
 
 def _gradient_block(lanes, ks):
@@ -346,9 +370,6 @@ def _compile():
         from llvmlite import binding
         lanes = 16 if binding.get_host_cpu_features().get("avx512f", False) else 8
         g = globals()
-        # compiled inline by cpu_kernels._compile (Numba keys a kernel's disk cache on its own file's
-        # date: an edit of finish_run reaches forward_runs once this file is touched too)
-        g["finish_run"] = cpu_kernels.finish_run
         g["forward_block_2"], g["forward_block_1"] = _forward_block(lanes, 2), _forward_block(lanes, 1)
         g["gradient_block_6"], g["gradient_block_3"] = _gradient_block(lanes, 6), _gradient_block(lanes, 3)
         _compiled.update(forward_runs=cpu_kernels.jit(forward_runs), gradient_ks=cpu_kernels.jit(gradient_ks),
