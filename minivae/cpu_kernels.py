@@ -116,26 +116,20 @@ def col2im(cols, out, sh, sw, top, left, bias=None, activation=None):
                           (cols, out, bias))
 
 
-COL2IM_GROUP = 16               # channels of col2im_product's output per product (their kH·kW rows each) ...
-COL2IM_GROUP_BYTES = 2 << 20    # ... or fewer, so that a group's rows take at most one core's L2 cache (2 MiB),
-COL2IM_MIN_GROUP = 8            # but no fewer than these (at Chollet's batch 16, groups of 2 and 4 were slower)
+COL2IM_GROUP = 16               # channels of col2im_product's output per product (their kH·kW rows each),
+COL2IM_GROUP_BYTES = 2 << 20    # taken where a group's rows fit in one core's L2 cache (2 MiB)
 
 
-def col2im_group(channels, taps, columns):
-    """The channels per group of col2im_product for `channels` channels of output, `taps` (kH·kW)
-    rows of the product each, `columns` long; 0 where that way does not pay: on one thread, where
-    fewer than COL2IM_MIN_GROUP fit in COL2IM_GROUP_BYTES, or where the groups are fewer than the
-    threads. In whole training steps on a 2-core Xeon VM, two threads: Chollet's batch 16 0.981,
-    Foster's 16 0.942 and 32 0.988 of the time, Chollet's 32 1.004; one thread: Chollet's 16 1.007,
-    Foster's 32 1.054 (docs/performance.md)."""
-    group = _group_size(taps, columns)
-    return group if (group >= COL2IM_MIN_GROUP and channels >= group * threads.count()
-                     and threads.count() > 1) else 0
-
-
-def _group_size(taps, columns):
-    """COL2IM_GROUP channels, or as many as fit in COL2IM_GROUP_BYTES (one at least)."""
-    return max(1, min(COL2IM_GROUP, COL2IM_GROUP_BYTES // (taps * columns * 4)))
+def col2im_pays(channels, taps, columns):
+    """Is col2im_product the faster way for `channels` channels of output, `taps` (kH·kW) rows of
+    the product each, `columns` long? Where a group's rows fit in COL2IM_GROUP_BYTES, there is a
+    group for each thread, and two threads or more. In whole training steps on a 2-core Xeon VM,
+    two threads: Chollet's batch 16 0.981, Foster's 16 0.944 and 32 0.985 of the time; with groups
+    of 9 channels where 16 did not fit, Chollet's 32 1.004 and Foster's 128 1.012, and Chollet's
+    128 (groups of 16: 14 MB) 1.009; on one thread Chollet's 16 1.007, Foster's 32 1.054
+    (docs/performance.md)."""
+    return (threads.count() > 1 and channels >= COL2IM_GROUP * threads.count()
+            and COL2IM_GROUP * taps * columns * 4 <= COL2IM_GROUP_BYTES)
 
 
 def col2im_product(a, b, out, kernel, out_hw, stride, top, left, bias=None, activation=None):
@@ -146,14 +140,13 @@ def col2im_product(a, b, out, kernel, out_hw, stride, top, left, bias=None, acti
     dL/dx (Chollet's conv_1, batch 16: 3.6 MB) went out to memory and came back, and was added up
     by channels on other threads than made it. The same bits as col2im(a @ b): each row of the
     product is made over the same K, and each pixel gets its terms in (i, j) order. (The layers
-    call it where col2im_group says it pays.)"""
+    call it where col2im_pays.)"""
     (kh, kw), (oh, ow), (sh, sw) = kernel, out_hw, stride
     channels, batch = out.shape[0], out.shape[3]
     name = "col2im_gather_chwn" if batch >= COL2IM_GATHER_FROM else "col2im_chwn"
     kind, slope = _activation_code(activation)
-    taps = kh * kw
-    size = _group_size(taps, b.shape[1])
-    groups = -(-channels // size)
+    taps, size = kh * kw, COL2IM_GROUP
+    groups = -(-channels // size)                       # the last one may have fewer channels
     parts = max(1, min(threads.count(), groups, 2 * a.shape[0] * a.shape[1] * b.shape[1] // threads.MIN_SPLIT_FLOPS))
     pieces = threads.bounds(groups, parts)
     rows = [workspace.empty((size * taps, b.shape[1]), b.dtype) for _ in range(parts)]

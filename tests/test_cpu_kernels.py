@@ -234,7 +234,6 @@ def test_col2im_of_a_product_made_by_channel_groups_equals_col2im_of_the_whole_p
     if col2im_walk == "pixel by pixel":
         monkeypatch.setattr(cpu_kernels, "COL2IM_GATHER_FROM", 1)
     monkeypatch.setattr(cpu_kernels, "COL2IM_GROUP", 2)
-    monkeypatch.setattr(cpu_kernels, "COL2IM_MIN_GROUP", 1)
     shape, kernel, stride, pads = CASES["same, stride 2 (odd pad after)"]
     (n, c, h, w), (top, bottom, left, right) = shape, pads
     out_hw = (4, 4)
@@ -255,7 +254,6 @@ def test_the_layers_take_col2im_by_channel_groups_with_the_same_bits(op, thread_
     """Where col2im_product pays (here: made to pay at these small sizes, on two threads or more),
     conv_transpose2d and a stride-2 conv2d's backward pass give the bits they give without it."""
     monkeypatch.setattr(cpu_kernels, "COL2IM_GROUP", 2)
-    monkeypatch.setattr(cpu_kernels, "COL2IM_MIN_GROUP", 1)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 7, 9, 8) if op == "conv2d dL/dx" else (4, 6, 5, 4), dtype=np.float32)
     w = rng.standard_normal((6, 7, 3, 3), dtype=np.float32)

@@ -246,7 +246,7 @@ def _scatter(x_mat, w, shape, stride, pads, bias=None, activation=None):
         xp = backend.array_module(x_mat)
         cols = xp.multiply(w_mat.T, x_mat, out=workspace.empty((w_mat.shape[1], x_mat.shape[1]), x_mat.dtype, xp))
     elif (cpu_kernels.use_for(x_mat, w_mat) and (bias is None or cpu_kernels.use_for(bias))
-          and cpu_kernels.col2im_group(shape[1], w_mat.shape[1] // shape[1], x_mat.shape[1])):
+          and cpu_kernels.col2im_pays(shape[1], w_mat.shape[1] // shape[1], x_mat.shape[1])):
         n, c, h, wd = shape
         (top, bottom, left, right), (kh, kw) = pads, w.shape[2:]
         out_hw = (conv_output_size(h, kh, stride[0], top, bottom), conv_output_size(wd, kw, stride[1], left, right))
