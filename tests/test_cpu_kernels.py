@@ -202,10 +202,22 @@ def sums_in_lanes(rows):
     return totals
 
 
-@pytest.mark.parametrize("length", [50, 64 * 7, 64 * 7 + 13], ids=["shorter than the lanes (refused)", "whole groups",
-                                                                    "whole groups and a tail"])
+def sums_in_fours(rows):
+    """The short rows' order (cpu_kernels._sum_short_rows): number j into running sum j % 4,
+    then (s0 + s1) + (s2 + s3)."""
+    running = [np.zeros(rows.shape[0], np.float32) for _ in range(4)]
+    whole = rows.shape[1] - rows.shape[1] % 4
+    for j in range(rows.shape[1]):
+        running[j % 4 if j < whole else 0] += rows[:, j]
+    return (running[0] + running[1]) + (running[2] + running[3])
+
+
+@pytest.mark.parametrize("length", [16, 50, 64 * 7, 64 * 7 + 13], ids=["a dense layer's batch", "shorter than the lanes",
+                                                                        "whole groups", "whole groups and a tail"])
 @pytest.mark.parametrize("negative_slope", [None, 0.2], ids=["relu", "leaky_relu"])
 def test_row_sums_and_the_fused_activation_gradient_add_in_lanes(length, negative_slope, thread_count, monkeypatch):
+    """Rows of SUM_LANES numbers or more in SUM_LANES running sums, shorter ones (a dense layer's,
+    a number per image) in 4; the same order fused with the activation's gradient or not."""
     assert cpu_kernels.available()
     monkeypatch.setattr(threads, "MIN_PIECE", 1)  # a row per piece: these few rows are split too
     rng = np.random.default_rng(0)
@@ -213,14 +225,12 @@ def test_row_sums_and_the_fused_activation_gradient_add_in_lanes(length, negativ
     y = np.maximum(rng.standard_normal((5, length), dtype=np.float32), 0 if negative_slope is None else -1)
     y[0, :3] = [0.0, np.nan, -0.0]
     sums, out, fused_sums = np.empty(5, np.float32), np.empty_like(g), np.empty(5, np.float32)
-    summed = cpu_kernels.row_sums(g, sums)
-    assert cpu_kernels.activation_grad_rows(g, y, out, fused_sums, negative_slope) is summed
-    if length < cpu_kernels.SUM_LANES:  # refused (a dense layer's rows): the callers sum them otherwise
-        assert not summed
-        return
-    assert np.array_equal(sums.view(np.uint32), sums_in_lanes(g).view(np.uint32))
+    cpu_kernels.row_sums(g, sums)
+    cpu_kernels.activation_grad_rows(g, y, out, fused_sums, negative_slope)
+    order = sums_in_lanes if length >= cpu_kernels.SUM_LANES else sums_in_fours
+    assert np.array_equal(sums.view(np.uint32), order(g).view(np.uint32))
     assert np.array_equal(out.view(np.uint32), Fused(negative_slope).backward(g, y).view(np.uint32))
-    assert np.array_equal(fused_sums.view(np.uint32), sums_in_lanes(out).view(np.uint32))
+    assert np.array_equal(fused_sums.view(np.uint32), order(out).view(np.uint32))
     np.testing.assert_allclose(fused_sums, out.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-2)
 
 

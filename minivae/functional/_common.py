@@ -100,11 +100,11 @@ def bias_grad(g):
     by the shared-memory reduction kernel when kernels are on.
 
     Otherwise, with G = dL/dy as a (C, everything else) matrix, free to make in the layout the
-    convolutions and linear give their outputs (batch last in memory): on the CPU in float32, rows
-    of cpu_kernels.SUM_LANES numbers or more by cpu_kernels.row_sums (running sums in SIMD lanes,
-    as Fused.backward_and_bias_grad sums the gradient it makes: the same bits fused or not), else
-    as the matrix-vector product G @ 1, 2-3x faster than NumPy's sum there. A 2-D dL/dy in any
-    other layout is summed as 1ᵀ @ dL/dy; anything else by NumPy's sum."""
+    convolutions and linear give their outputs (batch last in memory): on the CPU in float32 by
+    cpu_kernels.row_sums (running sums, in SIMD lanes where the rows are long, as
+    Fused.backward_and_bias_grad sums the gradient it makes: the same bits fused or not); elsewhere
+    as the matrix-vector product G @ 1, 2-3x faster than NumPy's sum. A 2-D dL/dy in any other
+    layout is summed as 1ᵀ @ dL/dy; anything else by NumPy's sum."""
     if backend.kernels_for(g):
         return kernels.bias_grad(g)
     xp = backend.array_module(g)
@@ -112,8 +112,8 @@ def bias_grad(g):
     rows = g.transpose(1, *range(2, g.ndim), 0)               # (C, ..., N)
     if channels and rows.flags.c_contiguous and cpu_kernels.use_for(g):
         sums = np.empty(channels, g.dtype)
-        if cpu_kernels.row_sums(rows.reshape(channels, -1), sums):
-            return sums
+        cpu_kernels.row_sums(rows.reshape(channels, -1), sums)
+        return sums
     if channels and rows.flags.c_contiguous:
         ones = xp.ones((g.size // channels, 1), g.dtype)
         return matmul_arrays(rows.reshape(channels, -1), ones)[:, 0]

@@ -76,10 +76,10 @@ class Fused:
         if cpu_kernels.use_for(g, y) and rows.flags.c_contiguous and g_rows.flags.c_contiguous:
             out = workspace.like(y, g.dtype)
             sums = np.empty(y.shape[1], g.dtype)
-            if cpu_kernels.activation_grad_rows(*(a.reshape(y.shape[1], -1) for a in
-                                                  (g_rows, rows, out.transpose(channels_first))),
-                                                sums, self.negative_slope):
-                return out, sums
+            cpu_kernels.activation_grad_rows(*(a.reshape(y.shape[1], -1) for a in
+                                               (g_rows, rows, out.transpose(channels_first))),
+                                             sums, self.negative_slope)
+            return out, sums
         g = self.backward(g, y)
         return g, bias_grad(g)
 
