@@ -70,7 +70,7 @@ def _compile():
             settings["enabled"] = False
             return False
         compiled = {}
-        # the col2im kernels' helper, written into their code (from its Python function, also when
+        # the kernels' helpers, written into their code (from their Python functions, also when
         # the kernels are compiled a second time)
         for helper in (slope_at, finish_run, finish_channel, _sum_short_rows):
             globals()[helper.__name__] = numba.njit(inline="always")(getattr(helper, "py_func", helper))
@@ -393,8 +393,8 @@ def sum_rows(g, y, out, sums, negative_slope):
 def _sum_short_rows(g, y, out, sums, negative_slope):
     """sum_rows for rows shorter than SUM_LANES (a dense layer's: one number per image): out made
     first in one flat loop (SIMD), then each row added in 4 running sums, number j into sum j % 4,
-    then (s0 + s1) + (s2 + s3). (Each row through the 64 lanes took Chollet's 12544 rows of 16
-    numbers 5x as long as a product with ones.)"""
+    then (s0 + s1) + (s2 + s3). (Chollet's 12544 -> ReLU layer, batch 16: 76 us for the gradient
+    and the sums, where the gradient and then a product with ones took 157.)"""
     rows, length = g.shape
     v = g
     if y is not None:
