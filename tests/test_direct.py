@@ -125,3 +125,33 @@ def test_which_convolutions_take_the_path():
         assert not direct.suits(x, w)
     finally:
         threads.set_count(previous)
+
+
+@pytest.mark.parametrize("ks", [64, 7, 5, 3, 1], ids=lambda k: f"{k} rows of B")
+def test_the_planes_weight_gradient_is_a_times_b_transposed(ks):
+    """products_t (Winograd's dM @ Vᵀ): out[p] = A_p @ B_pᵀ, the rows of B in blocks of 6, then 4,
+    2 and 1 for what is left; each number within float32 roundings of the sum in float64."""
+    planes, rows, length = 3, 8, 3 * 16
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((planes, rows * length + 5), dtype=np.float32)   # a plane's matrix, then more
+    b = rng.standard_normal((planes, ks * length + 5), dtype=np.float32)
+    out = np.full((planes, rows, ks), np.nan, np.float32)
+    assert direct.products_t_suits(np.dtype(np.float32), rows, length)
+    direct.products_t(a, b, length, out)
+    a_mats = a[:, :rows * length].reshape(planes, rows, length).astype(np.float64)
+    b_mats = b[:, :ks * length].reshape(planes, ks, length).astype(np.float64)
+    exact = a_mats @ b_mats.transpose(0, 2, 1)
+    bound = length * np.finfo(np.float32).eps * (np.abs(a_mats) @ np.abs(b_mats).transpose(0, 2, 1))
+    assert np.all(np.abs(out - exact) <= bound)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_the_planes_weight_gradient_has_the_same_bits_on_any_thread_count(count, monkeypatch):
+    rng = np.random.default_rng(6)
+    a, b = (rng.standard_normal((5, 8 * 32), dtype=np.float32) for _ in range(2))
+
+    def products():
+        return direct.products_t(a, b, 32, np.empty((5, 8, 8), np.float32)).copy()
+    def split_more():
+        monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)                  # these few planes split too
+    assert_same_bits(*on_one_thread_and_on(count, lambda: [products()], split_more))

@@ -9,7 +9,7 @@ from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arr
 
 from minivae import functional as F
 from minivae import threads
-from minivae.functional import winograd
+from minivae.functional import direct, winograd
 from minivae.functional.activations import Fused
 from minivae.tensor import Tensor
 
@@ -60,6 +60,20 @@ def test_winograd_gives_the_numbers_of_im2col(layer, activation, dtype, tiles):
     # numbers stray further from im2col's than F(2×2)'s do, whose factors are 1 and 1/2 (exact)
     loosen = 10 if tiles == 4 and dtype == np.float32 else 1
     assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, reference, dtype, loosen)
+
+
+def test_at_a_batch_of_whole_vectors_the_weight_gradient_takes_the_direct_block(tiles, monkeypatch):
+    """dM @ Vᵀ by direct.products_t where the tiles' columns come in whole vectors (batch 16):
+    the numbers of im2col's path."""
+    op, x_shape, w_shape, kwargs = F.conv2d, (16, 4, 6, 5), (8, 4, 3, 3), {"padding": "same"}
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(direct, "products_t", lambda *a, _f=direct.products_t: calls.append(1) or _f(*a))
+    fast = run(op, arrays, kwargs, g, True)
+    assert calls, "the direct block did not make dU"
+    assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, run(op, arrays, kwargs, g, False), np.float32,
+                              10 if tiles == 4 else 1)
 
 
 def test_the_path_is_taken_and_differs_in_rounding_only():

@@ -46,7 +46,8 @@ MIN_THREADS = 2         # on one thread OpenBLAS's product: as fast (Chollet 16 
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 # made by _compile (the blocks need Numba and this CPU's vector width)
-forward_block_1 = forward_block_2 = gradient_block_3 = gradient_block_6 = None
+forward_block_1 = forward_block_2 = gradient_block_1 = gradient_block_2 = gradient_block_3 = None
+gradient_block_4 = gradient_block_6 = None
 
 
 def suits(x, w):
@@ -108,6 +109,30 @@ def weight_grad(g, patches):
     x_flat = patches.x_pad.reshape(-1)
     threads.run(lambda p: _compiled["gradient_ks"](g, x_flat, patches.koff, patches.voff, dw, *pieces[p]), parts)
     return dw
+
+
+def products_t_suits(dtype, rows, length):
+    """Does products_t take A @ Bᵀ for A of `rows` rows and both `length` long? float32, rows a
+    multiple of GRAD_ROWS, length of LANES, this path and the CPU kernels on. (Winograd's dM @ Vᵀ
+    in whole training steps on a 2-core Xeon VM, against OpenBLAS's product: Chollet 32 0.982 and
+    0.978, Chollet 128 0.990, Chollet 16 1.001, Foster 32 0.999: docs/performance.md.)"""
+    return (settings["enabled"] and dtype == np.float32 and rows % GRAD_ROWS == 0 and _compile()
+            and length % _compiled["lanes"] == 0)
+
+
+def products_t(a, b, length, out):
+    """out[p] = A_p @ B_pᵀ for every plane p, A_p (M, length) the first M·length numbers of a[p]
+    and B_p (K, length) those of b[p] (a and b C-contiguous 2-D, a plane per row), length a
+    multiple of LANES, M of GRAD_ROWS, out (P, M, K): the weight-gradient block over each plane's
+    rows, the planes split whole over the threads (each summed the same way on any thread count).
+    Winograd's dM @ Vᵀ."""
+    lanes = _compiled["lanes"]
+    koff = np.arange(out.shape[2], dtype=np.int64) * length
+    voff = np.arange(0, length, lanes, dtype=np.int64)
+    parts = _parts(out.shape[0], 2 * out.size * length)
+    pieces = threads.bounds(out.shape[0], parts)
+    threads.run(lambda p: _compiled["plane_grads"](a, b, length, koff, voff, out, *pieces[p]), parts)
+    return out
 
 
 def _parts(blocks, flops):
@@ -174,6 +199,29 @@ def gradient_ks(g, x, koff, voff, dw, k0, k1):
             else:
                 gradient_block_3(flat_g, r * columns, columns, x, koff[k:], voff, voff.size, flat_dw, r * ks + k, ks)
                 k += 3
+
+
+def plane_grads(a, b, length, koff, voff, out, p0, p1):
+    """out[p] = A_p @ B_pᵀ for the planes p0 <= p < p1 (products_t)."""
+    rows, ks = out.shape[1], out.shape[2]
+    for p in range(p0, p1):
+        flat_a, flat_b, flat_out = a[p], b[p], out[p].reshape(-1)
+        for r in range(0, rows, GRAD_ROWS):
+            k = 0
+            while k < ks:
+                left, at = ks - k, r * ks + k
+                if left >= 6:
+                    gradient_block_6(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
+                    k += 6
+                elif left >= 4:
+                    gradient_block_4(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
+                    k += 4
+                elif left >= 2:
+                    gradient_block_2(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
+                    k += 2
+                else:
+                    gradient_block_1(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
+                    k += 1
 
 
 def pad(x, out, top, left, c0, c1):
@@ -372,6 +420,9 @@ def _compile():
         g = globals()
         g["forward_block_2"], g["forward_block_1"] = _forward_block(lanes, 2), _forward_block(lanes, 1)
         g["gradient_block_6"], g["gradient_block_3"] = _gradient_block(lanes, 6), _gradient_block(lanes, 3)
+        for ks in (4, 2, 1):
+            g[f"gradient_block_{ks}"] = _gradient_block(lanes, ks)
         _compiled.update(forward_runs=cpu_kernels.jit(forward_runs), gradient_ks=cpu_kernels.jit(gradient_ks),
+                         plane_grads=cpu_kernels.jit(plane_grads),
                          pad=cpu_kernels.jit(pad), lanes=lanes)
     return True

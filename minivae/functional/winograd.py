@@ -41,7 +41,10 @@ The backward pass is the adjoint of each step, read from the right:
 
 The numbers are those of im2col's path up to float rounding (tests/test_winograd.py checks both
 against each other, and the gradients by central differences in float64). The products are
-shared out whole among the threads, so the bits do not depend on the thread count. The transforms
+shared out whole among the threads, so the bits do not depend on the thread count. In float32,
+with the columns in whole vectors (the batch a multiple of 16, or 8), dM @ Vᵀ is made by the
+direct path's weight-gradient block (direct.products_t), both operands read along their rows:
+OpenBLAS's product with the transpose was the slowest of the three. The transforms
 are Numba kernels (below), looping over channels and tiles with the batch innermost, where the
 convolutions keep it (CHWN, see im2col.py); so this path runs where Numba does, on NumPy arrays.
 """
@@ -51,6 +54,7 @@ import numpy as np
 
 from .. import cpu_kernels, threads
 from ..workspace import workspace
+from . import direct
 
 settings = {"enabled": os.environ.get("MINIVAE_WINOGRAD", "auto") != "never"}
 MIN_CHANNELS = 16       # with fewer channels in or out the products are too thin to pay for the transforms
@@ -125,8 +129,11 @@ def backward(g, kept, need_dx=True, need_dw=True):
     _by_channels(_kernel("gradient_tiles", m), o, dm.size, g_tiles, dm)
     dw = dx = None
     if need_dw:
-        du = _products(_matrices(dm, o), _matrices(v, c).transpose(0, 2, 1),
-                       workspace.empty((dm.shape[0], o, c), g.dtype))
+        du = workspace.empty((dm.shape[0], o, c), g.dtype)
+        if direct.products_t_suits(g.dtype, o, th * tw * n):   # the direct path's weight-gradient block
+            direct.products_t(dm.reshape(dm.shape[0], -1), v.reshape(v.shape[0], -1), th * tw * n, du)
+        else:
+            _products(_matrices(dm, o), _matrices(v, c).transpose(0, 2, 1), du)
         dw = kernel_gradient(du)
     if need_dx:
         dv = _tile_rows(m, c, th * tw, n, g.dtype)
