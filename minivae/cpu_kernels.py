@@ -108,7 +108,7 @@ def col2im(cols, out, sh, sw, top, left, bias=None, activation=None):
     at both models' stride-2 shapes, and pixel by pixel (col2im_gather_chwn), 1.25x faster at
     batch 128 (one thread, medians of 15, on a 2-core AMD EPYC VM: docs/performance.md)."""
     kernel = "col2im_gather_chwn" if out.shape[3] >= COL2IM_GATHER_FROM else "col2im_chwn"
-    kind, slope = _activation_code(activation)
+    kind, slope = activation_code(activation)
     if bias is None:
         _along_first_axis(_compiled[kernel], (cols, out), sh, sw, top, left, None, kind, slope)
     else:
@@ -144,7 +144,7 @@ def col2im_product(a, b, out, kernel, out_hw, stride, top, left, bias=None, acti
     (kh, kw), (oh, ow), (sh, sw) = kernel, out_hw, stride
     channels, batch = out.shape[0], out.shape[3]
     name = "col2im_gather_chwn" if batch >= COL2IM_GATHER_FROM else "col2im_chwn"
-    kind, slope = _activation_code(activation)
+    kind, slope = activation_code(activation)
     taps, size = kh * kw, COL2IM_GROUP
     groups = -(-channels // size)                       # the last one may have fewer channels
     parts = max(1, min(threads.count(), groups, 2 * a.shape[0] * a.shape[1] * b.shape[1] // threads.MIN_SPLIT_FLOPS))
@@ -162,10 +162,12 @@ def col2im_product(a, b, out, kernel, out_hw, stride, top, left, bias=None, acti
         threads.run(groups_of, parts)
 
 
-def _activation_code(activation):
-    """(kind, slope) for the kernels' finish_channel: kind 0 none, 1 relu, 2 leaky_relu (that slope)."""
+def activation_code(activation, dtype=np.dtype(np.float32)):
+    """(kind, slope) for the kernels that finish an op's output (finish_channel, finish_run, the
+    direct and Winograd blocks): kind 0 none, 1 relu, 2 leaky_relu with that slope, a number of
+    the arrays' dtype as activations.Fused multiplies by it (0 for the others)."""
     kind = 0 if activation is None else (1 if activation.negative_slope is None else 2)
-    return kind, np.float32(0 if kind < 2 else activation.negative_slope)
+    return kind, dtype.type(0 if kind < 2 else activation.negative_slope)
 
 
 def _along_first_axis(kernel, arrays, *args):

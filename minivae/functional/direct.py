@@ -87,9 +87,7 @@ def correlate(patches, w, bias=None, activation=None):
     # W as (C_out/ROWS, K, ROWS): the ROWS numbers a block broadcasts for each k, side by side
     w_blocks = np.ascontiguousarray(w.reshape(w.shape[0] // ROWS, ROWS, -1).transpose(0, 2, 1))
     y = workspace.empty((w.shape[0], patches.columns), w.dtype)
-    kind, slope = (0 if activation is None else 1 if activation.negative_slope is None else 2,
-                   np.float32(0 if activation is None or activation.negative_slope is None
-                               else activation.negative_slope))
+    kind, slope = cpu_kernels.activation_code(activation)
     runs = patches.voff.size
     parts = _parts(runs // RUNS, 2 * y.size * patches.koff.size)
     pieces = threads.bounds(runs, parts, RUNS)

@@ -107,7 +107,7 @@ def forward(x, w, pads, bias=None, activation=None):
     products = _tile_rows(m, w.shape[0], th * tw, n, x.dtype)
     _products(u, _matrices(v, c), _matrices(products, w.shape[0]))
     y = workspace.empty((w.shape[0], m * th, m * tw, n), x.dtype)     # y in whole tiles
-    kind, slope = _activation_code(activation, x.dtype)
+    kind, slope = cpu_kernels.activation_code(activation, x.dtype)
     _by_channels(_kernel("output_tiles", m), w.shape[0], products.size, products, y, bias, kind, slope)
     if (oh, ow) != y.shape[1:3]:        # the tiles reach past the output: their last rows or columns cropped off
         y = _copy(y[:, :oh, :ow])
@@ -235,14 +235,6 @@ def _by_channels(name, channels, size, *args):
     parts = max(1, min(threads.count(), channels, size // threads.MIN_PIECE))
     pieces = threads.bounds(channels, parts)
     threads.run(lambda k: _compiled[name](*args, *pieces[k]), parts)
-
-
-def _activation_code(activation, dtype):
-    """(kind, slope) for the output kernel: 0 none, 1 relu, 2 leaky_relu with that slope, a number
-    of the arrays' dtype as activations.Fused multiplies by it."""
-    if activation is None or activation.negative_slope is None:
-        return (0 if activation is None else 1), dtype.type(0)
-    return 2, dtype.type(activation.negative_slope)
 
 
 def _compile():
