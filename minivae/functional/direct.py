@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import cpu_kernels, threads
 from ..workspace import workspace
+from . import simd
 
 settings = {"enabled": os.environ.get("MINIVAE_DIRECT", "auto") != "never"}
 ROWS = 8                # forward: output channels per block (C_out must be a multiple)
@@ -251,47 +252,28 @@ def _forward_block(lanes, runs):
     @numba.extending.intrinsic
     def block(typingctx, w, x, koff, voff, y, at, ldy, ks, bias, has_bias, kind, slope):
         def codegen(context, builder, signature, args):
-            vec, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
+            vec, fma, data, integer = simd.tools(context, builder, signature, args, lanes)
             w_p, x_p, koff_p, voff_p, y_p, bias_p = (data(i) for i in (0, 1, 2, 3, 4, 8))
             at, ldy, ks = integer(5), integer(6), integer(7)
-            runs_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [_i(u)]))]) for u in range(runs)]
-            entry, loop, done, k, sums = _open_loop(builder, vec, ROWS * runs)
+            runs_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [simd.i64(u)]))]) for u in range(runs)]
+            entry, loop, done, k, sums = simd.open_loop(builder, vec, ROWS * runs)
             offset = builder.load(builder.gep(koff_p, [k]))
-            xs = [_load(builder, builder.gep(p, [offset]), vec) for p in runs_p]
-            w_k = builder.gep(w_p, [builder.mul(k, _i(ROWS))])
+            xs = [simd.load(builder, builder.gep(p, [offset]), vec) for p in runs_p]
+            w_k = builder.gep(w_p, [builder.mul(k, simd.i64(ROWS))])
             new = []
             for r in range(ROWS):                         # W[o, k] in every lane, times each run
-                w_r = _splat(builder, builder.load(builder.gep(w_k, [_i(r)])), vec, lanes)
+                w_r = simd.splat(builder, builder.load(builder.gep(w_k, [simd.i64(r)])), vec, lanes)
                 new += [builder.call(fma, [w_r, x_u, sums[r * runs + u]]) for u, x_u in enumerate(xs)]
-            _close_loop(builder, k, sums, new, entry, loop, ks, done, vec)
-            finish = _finisher(builder, vec, lanes, integer(9), integer(10), args[11])
+            simd.close_loop(builder, k, sums, new, entry, loop, ks, done, vec)
+            finish = simd.finisher(builder, vec, lanes, integer(9), integer(10), args[11])
             for r in range(ROWS):
-                row = builder.gep(y_p, [builder.add(at, builder.mul(_i(r), ldy))])
-                b_r = _splat(builder, builder.load(builder.gep(bias_p, [_i(r)])), vec, lanes)
+                row = builder.gep(y_p, [builder.add(at, builder.mul(simd.i64(r), ldy))])
+                b_r = simd.splat(builder, builder.load(builder.gep(bias_p, [simd.i64(r)])), vec, lanes)
                 for u in range(runs):
-                    _store(builder, finish(new[r * runs + u], b_r), builder.gep(row, [_i(u * lanes)]), vec)
+                    simd.store(builder, finish(new[r * runs + u], b_r), builder.gep(row, [simd.i64(u * lanes)]), vec)
             return context.get_dummy_value()
         return numba.types.none(w, x, koff, voff, y, at, ldy, ks, bias, has_bias, kind, slope), codegen
     return block
-
-
-def _finisher(builder, vec, lanes, has_bias, kind, slope):
-    """finish(v, b): the vector v + b where has_bias (else v as it is), then 0 (kind 1) or slope·v
-    (kind 2) in the lanes where that is <= 0, as cpu_kernels.finish_run makes each number (a NaN stays
-    NaN). Each choice is made by a select on the run-time flags: a few instructions per vector,
-    after a sum of K multiply-adds."""
-    from llvmlite import ir
-    zero = ir.Constant(vec, None)
-    with_bias = builder.icmp_signed("!=", has_bias, _i(0))
-    relu, leaky = builder.icmp_signed("==", kind, _i(1)), builder.icmp_signed("==", kind, _i(2))
-    slopes = _splat(builder, slope, vec, lanes)
-
-    def finish(v, b):
-        v = builder.select(with_bias, builder.fadd(v, b), v)
-        at_most_0 = builder.fcmp_ordered("<=", v, zero)
-        v = builder.select(relu, builder.select(at_most_0, zero, v), v)
-        return builder.select(leaky, builder.select(at_most_0, builder.fmul(v, slopes), v), v)
-    return finish
 
 
 def _gradient_block(lanes, ks):
@@ -304,107 +286,26 @@ def _gradient_block(lanes, ks):
     @numba.extending.intrinsic
     def block(typingctx, g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw):
         def codegen(context, builder, signature, args):
-            vec, fma, data, integer = _ir_tools(context, builder, signature, args, lanes)
+            vec, fma, data, integer = simd.tools(context, builder, signature, args, lanes)
             g_p, x_p, koff_p, voff_p, dw_p = data(0), data(3), data(4), data(5), data(7)
             at, ldg, nruns, out_at, ldw = integer(1), integer(2), integer(6), integer(8), integer(9)
-            g_rows = [builder.gep(g_p, [builder.add(at, builder.mul(_i(r), ldg))]) for r in range(GRAD_ROWS)]
-            x_ks = [builder.gep(x_p, [builder.load(builder.gep(koff_p, [_i(j)]))]) for j in range(ks)]
-            entry, loop, done, v, sums = _open_loop(builder, vec, GRAD_ROWS * ks)
+            g_rows = [builder.gep(g_p, [builder.add(at, builder.mul(simd.i64(r), ldg))]) for r in range(GRAD_ROWS)]
+            x_ks = [builder.gep(x_p, [builder.load(builder.gep(koff_p, [simd.i64(j)]))]) for j in range(ks)]
+            entry, loop, done, v, sums = simd.open_loop(builder, vec, GRAD_ROWS * ks)
             offset = builder.load(builder.gep(voff_p, [v]))
-            column = builder.mul(v, _i(lanes))
-            gs = [_load(builder, builder.gep(p, [column]), vec) for p in g_rows]
-            xs = [_load(builder, builder.gep(p, [offset]), vec) for p in x_ks]
+            column = builder.mul(v, simd.i64(lanes))
+            gs = [simd.load(builder, builder.gep(p, [column]), vec) for p in g_rows]
+            xs = [simd.load(builder, builder.gep(p, [offset]), vec) for p in x_ks]
             new = [builder.call(fma, [g_r, x_j, sums[r * ks + j]])
                    for r, g_r in enumerate(gs) for j, x_j in enumerate(xs)]
-            _close_loop(builder, v, sums, new, entry, loop, nruns, done, vec)
+            simd.close_loop(builder, v, sums, new, entry, loop, nruns, done, vec)
             for r in range(GRAD_ROWS):
-                row = builder.gep(dw_p, [builder.add(out_at, builder.mul(_i(r), ldw))])
+                row = builder.gep(dw_p, [builder.add(out_at, builder.mul(simd.i64(r), ldw))])
                 for j in range(ks):
-                    builder.store(_add_lanes(builder, new[r * ks + j], lanes), builder.gep(row, [_i(j)]))
+                    builder.store(simd.add_lanes(builder, new[r * ks + j], lanes), builder.gep(row, [simd.i64(j)]))
             return context.get_dummy_value()
         return numba.types.none(g, at, ldg, x, koff, voff, nruns, dw, out_at, ldw), codegen
     return block
-
-
-# small pieces of IR shared by the two blocks
-
-def _ir_tools(context, builder, signature, args, lanes):
-    """(the vector type, llvm.fma on vectors, data(i): argument i's data pointer (an array),
-    integer(i): argument i as an int64)."""
-    import numba
-    from llvmlite import ir
-    vec = ir.VectorType(ir.FloatType(), lanes)
-    fma = _function(builder, f"llvm.fma.v{lanes}f32", vec, [vec, vec, vec])
-
-    def data(i):
-        return context.make_array(signature.args[i])(context, builder, args[i]).data
-
-    def integer(i):
-        return context.cast(builder, args[i], signature.args[i], numba.types.int64)
-    return vec, fma, data, integer
-
-
-def _function(builder, name, result, arguments):
-    from llvmlite import ir
-    from numba.core import cgutils
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(result, arguments), name)
-
-
-def _i(value):
-    from llvmlite import ir
-    return ir.Constant(ir.IntType(64), value)
-
-
-def _load(builder, pointer, vec):
-    return builder.load(builder.bitcast(pointer, vec.as_pointer()), align=4)
-
-
-def _store(builder, value, pointer, vec):
-    builder.store(value, builder.bitcast(pointer, vec.as_pointer()), align=4)
-
-
-def _add_lanes(builder, vector, lanes):
-    """The sum of a vector's lanes, as a tree: its halves added, then the halves of that, ...
-    (lane l + lane l + lanes/2 first; a fixed order, in log2(lanes) dependent adds, not lanes)."""
-    from llvmlite import ir
-    while lanes > 1:
-        lanes //= 2
-        halves = [builder.shuffle_vector(vector, vector, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                                      list(range(start, start + lanes))))
-                  for start in (0, lanes)]
-        vector = builder.fadd(*halves)
-    return builder.extract_element(vector, ir.Constant(ir.IntType(32), 0))
-
-
-def _splat(builder, scalar, vec, lanes):
-    """The scalar in every lane of a vector."""
-    from llvmlite import ir
-    one = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(ir.IntType(32), 0))
-    lane_0 = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-    return builder.shuffle_vector(one, ir.Constant(vec, None), lane_0)
-
-
-def _open_loop(builder, vec, count):
-    """The start of a loop: (the block before it, its body, the block after it, its index, and
-    `count` vectors of sums), the builder in the body."""
-    from llvmlite import ir
-    entry, loop, done = builder.block, builder.append_basic_block("loop"), builder.append_basic_block("after")
-    builder.branch(loop)
-    builder.position_at_end(loop)
-    return entry, loop, done, builder.phi(ir.IntType(64)), [builder.phi(vec) for _ in range(count)]
-
-
-def _close_loop(builder, index, sums, new, entry, loop, count, done, vec):
-    """The loop's back edge: the sums start at 0 and take their new values; index runs 0..count-1."""
-    from llvmlite import ir
-    index.add_incoming(_i(0), entry)
-    following = builder.add(index, _i(1))
-    index.add_incoming(following, loop)
-    for phi, value in zip(sums, new):
-        phi.add_incoming(ir.Constant(vec, None), entry)
-        phi.add_incoming(value, loop)
-    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
-    builder.position_at_end(done)
 
 
 def _compile():
@@ -413,8 +314,7 @@ def _compile():
     if not cpu_kernels.available():
         return False
     if not _compiled:
-        from llvmlite import binding
-        lanes = 16 if binding.get_host_cpu_features().get("avx512f", False) else 8
+        lanes = simd.vector_width()
         g = globals()
         g["forward_block_2"], g["forward_block_1"] = _forward_block(lanes, 2), _forward_block(lanes, 1)
         g["gradient_block_6"], g["gradient_block_3"] = _gradient_block(lanes, 6), _gradient_block(lanes, 3)
