@@ -25,6 +25,7 @@ LAYERS = {  # name: (op, x shape, w shape, keyword arguments); both ways of each
     "conv_transpose2d, stride 2": (F.conv_transpose2d, (3, 6, 5, 5), (6, 4, 3, 3), {"stride": 2, "padding": "same"}),
     "conv_transpose2d, stride 1": (F.conv_transpose2d, (3, 4, 6, 6), (4, 4, 3, 3), {"padding": "same"}),
     "linear": (F.linear, (5, 40), (40, 70), {}),
+    "linear, a narrow input (narrow.py)": (F.linear, (16, 2), (2, 70), {}),
 }
 
 

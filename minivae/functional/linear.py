@@ -2,6 +2,7 @@
 from ..tensor import Tensor
 from ._common import (before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors,
                       weight_product, xp_of)
+from . import narrow
 
 __all__ = ["matmul", "linear"]
 
@@ -40,6 +41,8 @@ def linear(x, w, b=None, activation=None):
                          f"x {tuple(x.shape)}, w {tuple(w.shape)}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {tuple(b.shape)}")
+    if narrow.suits(x.data, w.data):
+        return _narrow(x, w, b, activation)
     y = matmul_arrays(w.data.T, x.data.T, None if b is None else b.data, activation).T  # (out, N) memory
 
     def backward(g):
@@ -47,4 +50,18 @@ def linear(x, w, b=None, activation=None):
         return (matmul_arrays(w.data, g.T).T if x.requires_grad else None,
                 weight_product(x.data.T, g.T) if w.requires_grad else None,
                 bias_grad(g) if db is None and b is not None and b.requires_grad else db)
+    return Tensor.from_op(y, (x, w, b), backward, "linear")
+
+
+def _narrow(x, w, b, activation):
+    """linear for a narrow input (narrow.py: at most narrow.MAX_IN features in, as a 2-D latent):
+    y made in one pass, and the three gradients in one pass over dL/dy and y, where the matrix
+    products above, which stay the reference, go over them five times."""
+    y = narrow.forward(x.data, w.data, None if b is None else b.data, activation).T   # (out, N) memory
+
+    def backward(g):
+        g_rows = g.T if g.T.flags.c_contiguous else g.T.copy()    # (out, N), laid out as y
+        dx, dw, db = narrow.backward(g_rows, y.T, x.data, w.data, activation, need_dx=x.requires_grad)
+        return (None if dx is None else dx.T, dw if w.requires_grad else None,
+                db if b is not None and b.requires_grad else None)
     return Tensor.from_op(y, (x, w, b), backward, "linear")
