@@ -150,14 +150,21 @@ def col2im_product(a, b, out, kernel, out_hw, stride, top, left, bias=None, acti
     parts = max(1, min(threads.count(), groups, 2 * a.shape[0] * a.shape[1] * b.shape[1] // threads.MIN_SPLIT_FLOPS))
     pieces = threads.bounds(groups, parts)
     rows = [workspace.empty((size * taps, b.shape[1]), b.dtype) for _ in range(parts)]
-
-    def groups_of(p):
+    # each thread's groups, their arrays sliced out here, before the threads start: a thread that
+    # runs Python holds the GIL, and the other's start waits for it
+    work = [[] for _ in range(parts)]
+    for p in range(parts):
         for group in range(*pieces[p]):
             c0, c1 = group * size, min(channels, (group + 1) * size)
             product = rows[p][:(c1 - c0) * taps]
-            np.matmul(a[c0 * taps:c1 * taps], b, out=product)
-            _compiled[name](product.reshape(c1 - c0, kh, kw, oh, ow, batch), out[c0:c1], sh, sw, top, left,
-                            None if bias is None else bias[c0:c1], kind, slope)
+            work[p].append((a[c0 * taps:c1 * taps], product, product.reshape(c1 - c0, kh, kw, oh, ow, batch),
+                            out[c0:c1], None if bias is None else bias[c0:c1]))
+    kernel_ = _compiled[name]
+
+    def groups_of(p):
+        for a_rows, product, product_6d, out_channels, bias_channels in work[p]:
+            np.matmul(a_rows, b, out=product)
+            kernel_(product_6d, out_channels, sh, sw, top, left, bias_channels, kind, slope)
     with threads.one_blas_thread():
         threads.run(groups_of, parts)
 

@@ -157,17 +157,21 @@ def matmul(a, b, out, row_bias=None, then=None):
     with one_blas_thread():
         if parts == 1:
             _product(a, b, out, row_bias, then)
+        # (each part's arrays are sliced out before the parts start: a thread running Python holds
+        # the GIL, and the other thread's part would wait for it)
         elif longest == n:
             pieces = [slice(*p) for p in bounds(n, parts, COLUMN_MULTIPLE)]
-            run(lambda p: _product(a, b[:, pieces[p]], out[:, pieces[p]], row_bias, then), parts)
+            work = [(a, b[:, piece], out[:, piece], row_bias) for piece in pieces]
+            run(lambda p: _product(*work[p], then), parts)
         elif longest == m:
             pieces = [slice(*p) for p in bounds(m, parts, COLUMN_MULTIPLE)]
-            run(lambda p: _product(a[pieces[p]], b, out[pieces[p]],
-                                   None if row_bias is None else row_bias[pieces[p]], then), parts)
+            work = [(a[piece], b, out[piece], None if row_bias is None else row_bias[piece]) for piece in pieces]
+            run(lambda p: _product(*work[p], then), parts)
         else:  # a long sum (a weight gradient): each part sums a stretch of it
             pieces = [slice(*p) for p in bounds(k, parts, COLUMN_MULTIPLE)]
             sums = [out] + [workspace.empty(out.shape, out.dtype) for _ in range(parts - 1)]
-            run(lambda p: np.matmul(a[:, pieces[p]], b[pieces[p]], out=sums[p]), parts)
+            work = [(a[:, piece], b[piece], partial) for piece, partial in zip(pieces, sums)]
+            run(lambda p: np.matmul(work[p][0], work[p][1], out=work[p][2]), parts)
             for partial in sums[1:]:
                 out += partial
             _finish(out, row_bias, then)
