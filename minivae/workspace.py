@@ -63,7 +63,7 @@ class Workspace:
 
     def empty(self, shape, dtype, xp=np):
         """An array of `shape` and `dtype` that no one else holds; its contents are garbage."""
-        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        shape, dtype = tuple(shape), np.dtype(dtype)   # (NumPy's ints hash and compare as ints do)
         if not self.enabled:
             return xp.empty(shape, dtype)
         nbytes = math.prod(shape) * dtype.itemsize
@@ -95,12 +95,18 @@ class Workspace:
         dtype = a.dtype if dtype is None else dtype
         if a.flags.c_contiguous or a.ndim < 2:
             return self.empty(a.shape, dtype, xp)
-        order = sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis]))  # slowest axis first
-        base = self.empty([a.shape[axis] for axis in order], dtype, xp)
-        back = [0] * a.ndim                     # the inverse permutation of `order`
-        for position, axis in enumerate(order):
-            back[axis] = position
-        return base.transpose(back)
+        # its axes from the slowest in memory to the fastest, and the permutation back: worked out once
+        # per layout (a step asks for the same few again and again; Python's time counts here)
+        layout = _LAYOUTS.get((a.shape, a.strides))
+        if layout is None:
+            if len(_LAYOUTS) > 4096:
+                _LAYOUTS.clear()
+            order = sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis]))  # slowest axis first
+            back = [0] * a.ndim                     # the inverse permutation of `order`
+            for position, axis in enumerate(order):
+                back[axis] = position
+            layout = _LAYOUTS[a.shape, a.strides] = (tuple(a.shape[axis] for axis in order), tuple(back))
+        return self.empty(layout[0], dtype, xp).transpose(layout[1])
 
     def owned(self, a):
         """a itself where only the caller's one name holds it, and only a holds its memory (or a
@@ -140,6 +146,7 @@ class Workspace:
                 return
 
 
+_LAYOUTS = {}    # (shape, strides) -> (the shape in memory order, the permutation back): Workspace.like
 _FREE = _references_when_free()
 _SOLE = _references_when_sole()
 
