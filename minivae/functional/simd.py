@@ -1,6 +1,6 @@
-"""Small pieces of LLVM IR for the SIMD blocks of direct.py and narrow.py: loads and stores of
-vectors, a number in every lane, a loop whose sums are kept in registers, the sum of a vector's
-lanes, and the finishing of an output (bias, then activation) in registers.
+"""Small pieces of LLVM IR for the SIMD blocks of direct.py, narrow.py and small_products.py: loads
+and stores of vectors, a number in every lane, a loop whose sums are kept in registers, the sum of
+a vector's lanes, and the finishing of an output (bias, then activation) in registers.
 
 Numba's own loops keep sums in memory rather than in registers where a block needs many of them,
 so those blocks are written in LLVM's IR, the language Numba compiles Python to, as Numba

@@ -44,7 +44,9 @@ against each other, and the gradients by central differences in float64). The pr
 shared out whole among the threads, so the bits do not depend on the thread count. In float32,
 with the columns in whole vectors (the batch a multiple of 16, or 8), dM @ Vᵀ is made by the
 direct path's weight-gradient block (direct.products_t), both operands read along their rows:
-OpenBLAS's product with the transpose was the slowest of the three. The transforms
+OpenBLAS's product with the transpose was the slowest of the three. U @ V and Uᵀ @ dM are made by
+small_products.py, which reads both operands where they lie (OpenBLAS copies them first, a large
+share of a product with K = 64). The transforms
 are Numba kernels (below), looping over channels and tiles with the batch innermost, where the
 convolutions keep it (CHWN, see im2col.py); so this path runs where Numba does, on NumPy arrays.
 """
@@ -54,7 +56,7 @@ import numpy as np
 
 from .. import cpu_kernels, threads
 from ..workspace import workspace
-from . import direct
+from . import direct, small_products
 
 settings = {"enabled": os.environ.get("MINIVAE_WINOGRAD", "auto") != "never"}
 MIN_CHANNELS = 16       # with fewer channels in or out the products are too thin to pay for the transforms
@@ -221,7 +223,10 @@ def _copy(a):
 
 def _products(a, b, out):
     """out[ξ] = a[ξ] @ b[ξ] for every ξ, the products shared out whole among the threads (each a
-    one-thread BLAS product), so that each is computed the same way on any thread count."""
+    one-thread BLAS product), so that each is computed the same way on any thread count. In float32
+    by small_products.py where it suits (B read in place, not packed: faster at K = 64)."""
+    if small_products.suits(a, b, out):
+        return small_products.products(a, b, out)
     count = out.shape[0]
     parts = min(threads.count(), max(1, 2 * out[0].size * count * a.shape[2] // threads.MIN_SPLIT_FLOPS))
     pieces = [slice(*p) for p in threads.bounds(count, parts)]
