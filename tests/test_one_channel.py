@@ -29,6 +29,10 @@ def run(op, arrays, kwargs, g, on):
 
 LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
     "same, 3×3": (F.conv2d, (3, 1, 8, 6), (5, 1, 3, 3), {"padding": "same"}),
+    # rows of whole vectors (OW·N a multiple of 16): in float32, the weight gradient by weights_3x3
+    "same, 3×3, rows of whole vectors": (F.conv2d, (16, 1, 7, 5), (5, 1, 3, 3), {"padding": "same"}),
+    "valid, 3×3, rows of whole vectors": (F.conv2d, (8, 1, 6, 6), (3, 1, 3, 3), {"padding": "valid"}),
+    "padding 2, 3×3, rows of whole vectors": (F.conv2d, (8, 1, 5, 4), (3, 1, 3, 3), {"padding": 2}),
     "same, 4×4 (padding one more after)": (F.conv2d, (2, 1, 7, 5), (4, 1, 4, 4), {"padding": "same"}),
     "valid, 3×2": (F.conv2d, (2, 1, 6, 5), (3, 1, 3, 2), {"padding": "valid"}),
     "padding 2, wider than the kernel": (F.conv2d, (2, 1, 5, 4), (3, 1, 3, 3), {"padding": 2}),
@@ -79,20 +83,25 @@ def test_gradcheck(case):
     case.check()
 
 
+WHOLE_VECTORS = ["same, 3×3", "same, 3×3, rows of whole vectors"]   # weights_rows, weights_3x3
+
+
+@pytest.mark.parametrize("layer", WHOLE_VECTORS)
 @pytest.mark.parametrize("count", [1, 2, 3])
-def test_the_bits_do_not_depend_on_the_thread_count(count):
-    op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
+def test_the_bits_do_not_depend_on_the_thread_count(count, layer):
+    op, x_shape, w_shape, kwargs = LAYERS[layer]
     kwargs = dict(kwargs, activation=Fused(0.3))
     arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = outputs(op, arrays, kwargs, np.float32)
     assert_same_bits(*on_one_thread_and_on(count, lambda: run(op, arrays, kwargs, g, True)))
 
 
+@pytest.mark.parametrize("layer", WHOLE_VECTORS)
 @pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
-def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
+def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation, layer):
     """As for im2col's path (tests/test_fused.py): the activation applied in the output's pass
     equals the op followed by F.relu / F.leaky_relu, bit for bit, and so do the gradients."""
-    op, x_shape, w_shape, kwargs = LAYERS["same, 3×3"]
+    op, x_shape, w_shape, kwargs = LAYERS[layer]
     arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = outputs(op, arrays, kwargs, np.float32)
     separate = (lambda y: F.relu(y)) if activation.negative_slope is None else \
@@ -100,6 +109,19 @@ def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
     fused = run(op, arrays, dict(kwargs, activation=activation), g, True)
     two_ops = run(lambda x, w, b, **kw: separate(op(x, w, b, **kw)), arrays, kwargs, g, True)
     assert_same_bits(fused, two_ops)
+
+
+@pytest.mark.parametrize("dtype, taken", [(np.float32, True), (np.float64, False)])
+def test_a_3x3_kernel_on_rows_of_whole_vectors_takes_weights_3x3(dtype, taken, monkeypatch):
+    op, x_shape, w_shape, kwargs = LAYERS["same, 3×3, rows of whole vectors"]
+    arrays = conv_arrays(op, x_shape, w_shape, dtype)
+    g = outputs(op, arrays, kwargs, dtype)
+    calls = []
+    assert one_channel._compile()
+    monkeypatch.setitem(one_channel._compiled, "weights_3x3",
+                        lambda *a, _f=one_channel._compiled["weights_3x3"]: calls.append(1) or _f(*a))
+    run(op, arrays, kwargs, g, True)
+    assert bool(calls) == taken
 
 
 def test_where_the_path_is_taken(monkeypatch):
