@@ -201,26 +201,27 @@ def gradient_ks(g, x, koff, voff, dw, k0, k1):
 
 
 def plane_grads(a, b, length, koff, voff, out, p0, p1):
-    """out[p] = A_p @ B_pᵀ for the planes p0 <= p < p1 (products_t)."""
+    """out[p] = A_p @ B_pᵀ for the planes p0 <= p < p1 (products_t). A group of B's rows (the
+    block's k's) is taken with every group of A's rows in turn, while it is in the cache: the
+    blocks read GRAD_ROWS rows afresh each instead of up to GRAD_KS."""
     rows, ks = out.shape[1], out.shape[2]
     for p in range(p0, p1):
         flat_a, flat_b, flat_out = a[p], b[p], out[p].reshape(-1)
-        for r in range(0, rows, GRAD_ROWS):
-            k = 0
-            while k < ks:
-                left, at = ks - k, r * ks + k
-                if left >= 6:
+        k = 0
+        while k < ks:
+            left = ks - k
+            group = 6 if left >= 6 else (4 if left >= 4 else (2 if left >= 2 else 1))
+            for r in range(0, rows, GRAD_ROWS):
+                at = r * ks + k
+                if group == 6:
                     gradient_block_6(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
-                    k += 6
-                elif left >= 4:
+                elif group == 4:
                     gradient_block_4(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
-                    k += 4
-                elif left >= 2:
+                elif group == 2:
                     gradient_block_2(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
-                    k += 2
                 else:
                     gradient_block_1(flat_a, r * length, length, flat_b, koff[k:], voff, voff.size, flat_out, at, ks)
-                    k += 1
+            k += group
 
 
 def pad(x, out, top, left, c0, c1):
