@@ -10,7 +10,7 @@ from helpers import (assert_close_to_reference, assert_same_bits, conv_arrays, g
 
 from minivae import functional as F
 from minivae import threads
-from minivae.functional import direct, im2col
+from minivae.functional import conv, direct, im2col
 from minivae.functional.activations import Fused
 from minivae.tensor import Tensor
 
@@ -20,7 +20,8 @@ BATCH = 16   # a multiple of the vector width on every CPU (8 or 16 floats)
 
 @pytest.fixture(autouse=True)
 def on_any_thread_count(monkeypatch):
-    """The path also on one thread (where training steps take it from MIN_THREADS threads)."""
+    """The path also on one thread (where training steps take it from MIN_THREADS threads, but for
+    a layer's forward pass)."""
     monkeypatch.setattr(direct, "MIN_THREADS", 1)
 
 
@@ -54,6 +55,27 @@ def test_direct_gives_the_numbers_of_im2col(layer, activation, monkeypatch):
     monkeypatch.setattr(direct, "weight_grad", lambda *a, _f=direct.weight_grad: calls.append(1) or _f(*a))
     fast = run(op, arrays, kwargs, g, True)
     assert calls, "the direct path was not taken"
+    assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, run(op, arrays, kwargs, g, False), np.float32)
+
+
+@pytest.mark.parametrize("layer", ["stride 2, same (padding below and right only)", "transposed, stride 2 (its backward)"])
+def test_on_one_thread_only_the_forward_pass_takes_it(layer, monkeypatch):
+    """Below MIN_THREADS threads a conv2d's forward pass reads x in place, its backward pass (and a
+    transposed convolution's, a convolution of dY) goes by im2col's matrix: the numbers of the path
+    without it, to rounding."""
+    monkeypatch.setattr(direct, "MIN_THREADS", 2)
+    op, x_shape, w_shape, kwargs = LAYERS[layer]
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(direct, "correlate", lambda *a, _f=direct.correlate: calls.append(1) or _f(*a))
+    previous = threads.count()
+    try:
+        threads.set_count(1)
+        fast = run(op, arrays, kwargs, g, True)
+    finally:
+        threads.set_count(previous)
+    assert len(calls) == (1 if op is F.conv2d else 0)
     assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, run(op, arrays, kwargs, g, False), np.float32)
 
 
@@ -123,8 +145,32 @@ def test_which_convolutions_take_the_path():
         threads.set_count(1)
         direct.MIN_THREADS = 2                                             # (put back by the fixture)
         assert not direct.suits(x, w)
+        assert direct.suits(x, w, forward=True)                            # a layer's forward: on any count
     finally:
         threads.set_count(previous)
+
+
+@pytest.mark.parametrize("count, block", [(1, False), (2, True)])
+def test_below_min_threads_the_weight_gradient_is_openblas_product_of_the_matrix(count, block, monkeypatch):
+    """Below MIN_THREADS threads dY @ colsᵀ is OpenBLAS's product with im2col's matrix, made from
+    the padded x (Patches.matrix): the matrix im2col makes, and the block's numbers to rounding."""
+    monkeypatch.setattr(direct, "MIN_THREADS", 2)
+    x = randn(BATCH, 3, 6, 5, seed=1).astype(np.float32)
+    stride, pads = (2, 1), (1, 0, 1, 1)
+    patches = direct.Patches(x, (3, 3), stride, pads)
+    cols = im2col.im2col(x, (3, 3), stride, pads)
+    assert np.array_equal(patches.matrix(), cols)
+    g = randn(8, patches.columns, seed=3).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(direct, "weight_grad", lambda *a, _f=direct.weight_grad: calls.append(1) or _f(*a))
+    previous = threads.count()
+    try:
+        threads.set_count(count)
+        dw = conv._weight_product(g, patches)
+    finally:
+        threads.set_count(previous)
+    assert bool(calls) == block
+    assert_close_to_reference(["dL/dw"], [dw], [g @ cols.T], np.float32)
 
 
 @pytest.mark.parametrize("ks", [64, 7, 5, 3, 1], ids=lambda k: f"{k} rows of B")

@@ -37,13 +37,16 @@ import numpy as np
 from .. import cpu_kernels, threads
 from ..workspace import workspace
 from . import simd
+from .im2col import im2col
 
 settings = {"enabled": os.environ.get("MINIVAE_DIRECT", "auto") != "never"}
 ROWS = 8                # forward: output channels per block (C_out must be a multiple)
 RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
 GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
 MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16, 32: faster; 64 not measured)
-MIN_THREADS = 2         # on one thread OpenBLAS's product: as fast (Chollet 16 0.991) or faster (Foster 32 1.058)
+MIN_THREADS = 2         # the backward pass's products this way from 2 threads, a layer's forward W @ cols on any
+                        # number: on one, OpenBLAS's products in the backward pass as fast (Chollet 16 0.991)
+                        # or faster (Foster 32 1.058), the forward this way faster (Chollet 16 0.971, 0.987)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 # made by _compile (the blocks need Numba and this CPU's vector width)
@@ -51,15 +54,22 @@ forward_block_1 = forward_block_2 = gradient_block_1 = gradient_block_2 = gradie
 gradient_block_4 = gradient_block_6 = None
 
 
-def suits(x, w):
+def suits(x, w, forward=False):
     """Does im2col's product for x (N, C_in, H, W) and the kernel array w (C_out, C_in, kH, kW)
     take this path? float32 NumPy arrays, the batch a multiple of LANES and at most MAX_BATCH, C_out
-    a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more, and the CPU kernels
-    on (Numba there). (What pays is measured on whole training steps: docs/performance.md.)"""
-    return (settings["enabled"] and threads.count() >= MIN_THREADS and isinstance(x, np.ndarray)
+    a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more unless it is a
+    layer's forward pass (forward), and the CPU kernels on (Numba there). (What pays is measured on
+    whole training steps: docs/performance.md.)"""
+    return (settings["enabled"] and (forward or threads.count() >= MIN_THREADS) and isinstance(x, np.ndarray)
             and isinstance(w, np.ndarray) and x.dtype == w.dtype == np.float32 and x.shape[0] <= MAX_BATCH
             and w.shape[0] % ROWS == 0 and w[0].size % 3 == 0 and _compile()
             and x.shape[0] % _compiled["lanes"] == 0)
+
+
+def weight_grad_pays():
+    """Does weight_grad pay on this many threads (MIN_THREADS or more), or does OpenBLAS's product
+    with im2col's matrix (Patches.matrix, made in the backward pass)?"""
+    return threads.count() >= MIN_THREADS
 
 
 class Patches:
@@ -67,6 +77,7 @@ class Patches:
 
     def __init__(self, x, kernel, stride, pads):
         n, c, h, w = x.shape
+        self.kernel, self.stride = kernel, stride
         (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
         hp, wp = h + top + bottom, w + left + right
         self.out_hw = ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
@@ -80,6 +91,10 @@ class Patches:
                     + np.arange(0, n, lanes))
             _offsets[key] = koff.ravel().astype(np.int64), voff.ravel().astype(np.int64)
         self.koff, self.voff = _offsets[key]
+
+    def matrix(self):
+        """im2col's matrix itself (C·kH·kW, OH·OW·N), made from the padded x."""
+        return im2col(self.x_pad.transpose(3, 0, 1, 2), self.kernel, self.stride, (0, 0, 0, 0))
 
 
 def correlate(patches, w, bias=None, activation=None):
