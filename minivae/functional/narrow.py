@@ -166,7 +166,6 @@ def _backward_block(lanes):
     g' = g; Σ g' and Σ x[k·n + v ...] · g' kept lane by lane, and dx[k·n + v ...] += w[k·width +
     f] · g'; then db[f] and dw[k·width + f] each the sum of its lanes (simd.add_lanes)."""
     import numba
-    from llvmlite import ir
 
     @numba.extending.intrinsic
     def block(typingctx, g, y, x, w, dw, db, dx, f, width, n, with_slope, slope, ks):
@@ -176,9 +175,8 @@ def _backward_block(lanes):
             vec, fma, data, integer = simd.tools(context, builder, signature, args, lanes)
             g_p, y_p, x_p, w_p, dw_p, db_p, dx_p = (data(i) for i in range(7))
             f, width, n = integer(7), integer(8), integer(9)
-            sloped = builder.icmp_signed("!=", integer(10), simd.i64(0))
-            zero, one = ir.Constant(vec, None), ir.Constant(vec, [1.0] * lanes)
-            slopes = simd.splat(builder, args[11], vec, lanes)
+            before = simd.gradient_before(builder, vec, lanes, builder.icmp_signed("!=", integer(10), simd.i64(0)),
+                                          args[11])
             w_at = [builder.add(builder.mul(simd.i64(k), width), f) for k in range(k_in)]
             ws = [simd.splat(builder, builder.load(builder.gep(w_p, [at])), vec, lanes) for at in w_at]
             row_g, row_y = builder.gep(g_p, [builder.mul(f, n)]), builder.gep(y_p, [builder.mul(f, n)])
@@ -186,9 +184,7 @@ def _backward_block(lanes):
             at = builder.mul(v, simd.i64(lanes))
             g_v = simd.load(builder, builder.gep(row_g, [at]), vec)
             y_v = simd.load(builder, builder.gep(row_y, [at]), vec)
-            slope_v = builder.select(builder.fcmp_ordered(">", y_v, zero), one,
-                                     builder.select(builder.fcmp_ordered("<=", y_v, zero), slopes, zero))
-            gp = builder.select(sloped, builder.fmul(g_v, slope_v), g_v)
+            gp = before(g_v, y_v)
             new = [builder.fadd(sums[0], gp)]
             for k in range(k_in):
                 offset = builder.add(builder.mul(simd.i64(k), n), at)

@@ -279,7 +279,6 @@ def _weights_block(lanes):
     tap (i, j) Σ_v dY · x[x_at + i·ldx + j·n + v ...], and Σ_v dY, ten vectors of sums kept in
     registers, then added onto sums[t·lanes ...]."""
     import numba
-    from llvmlite import ir
 
     from . import simd
 
@@ -292,16 +291,13 @@ def _weights_block(lanes):
             n, ldx = integer(7), integer(8)
             taps = [builder.gep(x_p, [builder.add(builder.mul(simd.i64(i), ldx), builder.mul(simd.i64(j), n))])
                     for i in range(3) for j in range(3)]
-            sloped = builder.icmp_signed("!=", integer(9), simd.i64(NO_ACTIVATION))
-            zero, one = ir.Constant(vec, None), ir.Constant(vec, [1.0] * lanes)
-            slopes = simd.splat(builder, args[10], vec, lanes)
+            before = simd.gradient_before(builder, vec, lanes,
+                                          builder.icmp_signed("!=", integer(9), simd.i64(NO_ACTIVATION)), args[10])
             entry, loop, done, v, acc = simd.open_loop(builder, vec, 10)
             offset = builder.mul(v, simd.i64(lanes))
             g_v = simd.load(builder, builder.gep(g_p, [offset]), vec)
             y_v = simd.load(builder, builder.gep(y_p, [offset]), vec)
-            slope_v = builder.select(builder.fcmp_ordered(">", y_v, zero), one,
-                                     builder.select(builder.fcmp_ordered("<=", y_v, zero), slopes, zero))
-            dy = builder.select(sloped, builder.fmul(g_v, slope_v), g_v)
+            dy = before(g_v, y_v)
             new = [builder.call(fma, [simd.load(builder, builder.gep(tap, [offset]), vec), dy, acc[t]])
                    for t, tap in enumerate(taps)]
             new.append(builder.fadd(acc[9], dy))

@@ -1,6 +1,7 @@
-"""Small pieces of LLVM IR for the SIMD blocks of direct.py, narrow.py and small_products.py: loads
-and stores of vectors, a number in every lane, a loop whose sums are kept in registers, the sum of
-a vector's lanes, and the finishing of an output (bias, then activation) in registers.
+"""Small pieces of LLVM IR for the SIMD blocks of direct.py, narrow.py, one_channel.py and
+small_products.py: loads and stores of vectors, a number in every lane, a loop whose sums are kept
+in registers, the sum of a vector's lanes, the finishing of an output (bias, then activation) and
+the gradient before an activation, in registers.
 
 Numba's own loops keep sums in memory rather than in registers where a block needs many of them,
 so those blocks are written in LLVM's IR, the language Numba compiles Python to, as Numba
@@ -31,6 +32,22 @@ def finisher(builder, vec, lanes, has_bias, kind, slope):
         v = builder.select(relu, builder.select(at_most_0, zero, v), v)
         return builder.select(leaky, builder.select(at_most_0, builder.fmul(v, slopes), v), v)
     return finish
+
+
+def gradient_before(builder, vec, lanes, sloped, slope):
+    """before(g, y): the gradient g times the fused activation's slope read off its output y where
+    the flag `sloped` (an i1) is set, else g itself; the slope 1 where y > 0, `slope` where y <= 0
+    (0 for relu), 0 where y is NaN, as cpu_kernels.slope_at reads it. The lanes of `slope` are
+    filled here, before the loop that calls before()."""
+    from llvmlite import ir
+    zero, one = ir.Constant(vec, None), ir.Constant(vec, [1.0] * lanes)
+    slopes = splat(builder, slope, vec, lanes)
+
+    def before(g, y):
+        slope_y = builder.select(builder.fcmp_ordered(">", y, zero), one,
+                                 builder.select(builder.fcmp_ordered("<=", y, zero), slopes, zero))
+        return builder.select(sloped, builder.fmul(g, slope_y), g)
+    return before
 
 
 def tools(context, builder, signature, args, lanes):
