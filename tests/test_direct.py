@@ -58,7 +58,8 @@ def test_direct_gives_the_numbers_of_im2col(layer, activation, monkeypatch):
     assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, run(op, arrays, kwargs, g, False), np.float32)
 
 
-@pytest.mark.parametrize("layer", ["stride 2, same (padding below and right only)", "transposed, stride 2 (its backward)"])
+@pytest.mark.parametrize("layer", ["stride 2, same (padding below and right only)",
+                                   "transposed, stride 2 (its backward)"])
 def test_on_one_thread_only_the_forward_pass_takes_it(layer, monkeypatch):
     """Below MIN_THREADS threads a conv2d's forward pass reads x in place, its backward pass (and a
     transposed convolution's, a convolution of dY) goes by im2col's matrix: the numbers of the path
@@ -145,7 +146,9 @@ def test_which_convolutions_take_the_path():
         threads.set_count(1)
         direct.MIN_THREADS = 2                                             # (put back by the fixture)
         assert not direct.suits(x, w)
-        assert direct.suits(x, w, forward=True)                            # a layer's forward: on any count
+        assert direct.suits(x, w, forward=True)                            # a layer's forward on any count,
+        larger = np.concatenate([x] * (direct.ALONE_MAX_BATCH // BATCH + 1))
+        assert not direct.suits(larger, w, forward=True)                   # up to ALONE_MAX_BATCH
     finally:
         threads.set_count(previous)
 

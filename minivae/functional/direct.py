@@ -44,9 +44,9 @@ ROWS = 8                # forward: output channels per block (C_out must be a mu
 RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
 GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
 MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16, 32: faster; 64 not measured)
-MIN_THREADS = 2         # the backward pass's products this way from 2 threads, a layer's forward W @ cols on any
-                        # number: on one, OpenBLAS's products in the backward pass as fast (Chollet 16 0.991)
-                        # or faster (Foster 32 1.058), the forward this way faster (Chollet 16 0.971, 0.987)
+MIN_THREADS = 2         # this way from 2 threads; on one, OpenBLAS's products as fast (Chollet 16 0.991) or
+                        # faster (Foster 32 1.058), but for a layer's forward W @ cols up to batch
+ALONE_MAX_BATCH = 16    # ALONE_MAX_BATCH: chollet 16 0.971-0.987, foster 16 0.987-0.995; at 32 1.000-1.016
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 # made by _compile (the blocks need Numba and this CPU's vector width)
@@ -57,10 +57,11 @@ gradient_block_4 = gradient_block_6 = None
 def suits(x, w, forward=False):
     """Does im2col's product for x (N, C_in, H, W) and the kernel array w (C_out, C_in, kH, kW)
     take this path? float32 NumPy arrays, the batch a multiple of LANES and at most MAX_BATCH, C_out
-    a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more unless it is a
-    layer's forward pass (forward), and the CPU kernels on (Numba there). (What pays is measured on
-    whole training steps: docs/performance.md.)"""
-    return (settings["enabled"] and (forward or threads.count() >= MIN_THREADS) and isinstance(x, np.ndarray)
+    a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more (a layer's forward
+    pass, `forward`, at a batch of at most ALONE_MAX_BATCH: any number), and the CPU kernels on
+    (Numba there). (What pays is measured on whole training steps: docs/performance.md.)"""
+    return (settings["enabled"] and (threads.count() >= MIN_THREADS or forward and x.shape[0] <= ALONE_MAX_BATCH)
+            and isinstance(x, np.ndarray)
             and isinstance(w, np.ndarray) and x.dtype == w.dtype == np.float32 and x.shape[0] <= MAX_BATCH
             and w.shape[0] % ROWS == 0 and w[0].size % 3 == 0 and _compile()
             and x.shape[0] % _compiled["lanes"] == 0)
