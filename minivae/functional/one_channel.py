@@ -40,7 +40,7 @@ from .im2col import to_chwn
 settings = {"enabled": os.environ.get("MINIVAE_ONE_CHANNEL", "auto") != "never"}
 _compiled = {}
 
-NO_ACTIVATION, RELU, LEAKY_RELU = 0, 1, 2
+NO_ACTIVATION, RELU, LEAKY_RELU = 0, 1, 2     # the kinds of cpu_kernels.activation_code
 
 
 def suits(x, w, stride, needs_grad):
@@ -49,15 +49,6 @@ def suits(x, w, stride, needs_grad):
     return (settings["enabled"] and not needs_grad and stride == (1, 1) and w.shape[1] == 1
             and isinstance(x, np.ndarray)
             and x.dtype == w.dtype and x.dtype in (np.float32, np.float64) and _compile())
-
-
-def activation_code(activation):
-    """(kind, slope) for the kernels: an activations.Fused as RELU or LEAKY_RELU, None as NO_ACTIVATION."""
-    if activation is None:
-        return NO_ACTIVATION, 0.0
-    if activation.negative_slope is None:
-        return RELU, 0.0
-    return LEAKY_RELU, activation.negative_slope
 
 
 def rows(a):
@@ -71,13 +62,12 @@ def spread(x, w, n, out_hw, pads, bias=None, activation=None):
     """x (1, H, W·N) rows of n images, w (C, 1, kH, kW) -> y (C, OH, OW·N), + bias (C,) and then
     the activation where given, in the same pass."""
     y = workspace.empty((w.shape[0], out_hw[0], out_hw[1] * n), x.dtype)
-    kind, slope = activation_code(activation)
+    kind, slope = cpu_kernels.activation_code(activation, x.dtype)
     taps = np.ascontiguousarray(w[:, 0])                       # (C, kH, kW)
     top, bottom, left, right = pads
     padded = _padded(x[0], top, bottom, left * n, right * n)  # the image rows, zeros around
     _by_parts(w.shape[0], lambda part: _compiled["spread_rows"](
-        padded, taps[part], None if bias is None else bias[part], y[part], n, kind,
-        x.dtype.type(slope), x.dtype.type(1)))
+        padded, taps[part], None if bias is None else bias[part], y[part], n, kind, slope, x.dtype.type(1)))
     return y
 
 
@@ -89,16 +79,16 @@ def weights(g, y, x, n, kernel, pads, activation=None):
     c = g.shape[0]
     dw = np.empty((c, 1) + tuple(kernel), g.dtype)
     db = np.empty(c, g.dtype)
-    kind, slope = activation_code(activation)
+    kind, slope = cpu_kernels.activation_code(activation, g.dtype)
     if tuple(kernel) == (3, 3) and g.dtype == np.float32 and g.shape[2] % _lanes() == 0:
         top, bottom, left, right = pads
         padded = _padded(x[0], top, bottom, left * n, right * n)
         taps, bias_sums = dw.reshape(c, 9), db
         _by_parts(c, lambda part: _compiled["weights_3x3"](
-            g[part], y[part], padded, taps[part], bias_sums[part], n, kind, np.float32(slope)))
+            g[part], y[part], padded, taps[part], bias_sums[part], n, kind, slope))
         return dw, db
     _by_parts(c, lambda part: _compiled["weights_rows"](
-        g[part], y[part], x[0], dw[part, 0], db[part], n, pads[0], pads[2], kind, g.dtype.type(slope),
+        g[part], y[part], x[0], dw[part, 0], db[part], n, pads[0], pads[2], kind, slope,
         g.dtype.type(1)))
     return dw, db
 
@@ -147,8 +137,8 @@ def _lanes():
 
 def spread_rows(x, w, bias, y, n, kind, slope, one):
     """y[o, p] = act(Σ_{i,j} w[o, i, j] · x[p + i] shifted by j, + bias[o]), for x the padded rows
-    (OH + kH − 1, (OW + kW − 1)·n) and y (C, OH, OW·n); kind and slope as activation_code gives
-    them. Each row of y is made in one pass: the kH·kW taps of an output number summed in a
+    (OH + kH − 1, (OW + kW − 1)·n) and y (C, OH, OW·n); kind and slope as
+    cpu_kernels.activation_code gives them. Each row of y is made in one pass: the kH·kW taps of an output number summed in a
     register, in the order i, j, then the bias and the activation added (for a 3×3 kernel; any
     other passes over the row once per tap, and once more for the activation)."""
     channels, kh, kw = w.shape
