@@ -30,6 +30,20 @@ def test_arrays_of_the_same_size_share_one_buffer_whatever_their_shape_and_dtype
     assert address(other) != first and ws.kept_bytes == 48 + 96
 
 
+def test_every_array_starts_on_a_cache_line():
+    """(So that a row whose length is a multiple of 16 floats lies in whole cache lines, which a
+    kernel may store without reading them first: small_products.py.) NumPy's own buffers start 16
+    bytes past a page, or anywhere for small ones."""
+    ws = Workspace()
+    held = [ws.empty(shape, dtype) for shape, dtype in [((3,), np.float32), ((5, 7), np.float64),
+                                                      ((64, 1568), np.float32), ((1 << 20,), np.float32)]]
+    held.append(ws.empty((3,), np.float32))            # the first one's size again, while it is held
+    first = address(held.pop(0))                       # free again: handed out again
+    held.append(ws.empty((12,), np.uint8))
+    assert address(held[-1]) == first
+    assert all(address(a) % 64 == 0 for a in held)
+
+
 @pytest.mark.parametrize("hold", [lambda a: a, lambda a: a.reshape(-1), lambda a: a.T[1:],
                                   lambda a: Tensor(a)],
                          ids=["itself", "a reshape", "a sliced view", "a Tensor"])
