@@ -4,6 +4,8 @@ split into blocks (whole blocks, and the last 1-5 vectors), for A read along its
 columns, for planes and rows with gaps between them as Winograd's arrays have; they write nothing
 outside C; the bits do not depend on the thread count; and Winograd's layers take them where they
 should, with the numbers of the path they replace."""
+import contextlib
+
 import numpy as np
 import pytest
 from helpers import assert_close_to_reference, assert_same_bits, on_one_thread_and_on, path_switched, randn
@@ -12,6 +14,7 @@ from minivae import functional as F
 from minivae import threads
 from minivae.functional import small_products, winograd
 from minivae.tensor import Tensor
+from minivae.workspace import workspace
 
 pytest.importorskip("numba")
 
@@ -30,6 +33,20 @@ def planes(shape, seed, gap=0):
     buffer = randn(p, (rows + 1) * (columns + gap), seed=seed).astype(np.float32)
     view = buffer[:, :rows * (columns + gap)].reshape(p, rows, columns + gap)[:, :, :columns]
     return view, buffer
+
+
+def address(a):
+    return a.__array_interface__["data"][0]
+
+
+@contextlib.contextmanager
+def path_switched_stream(on):
+    previous = small_products.settings["stream"]
+    small_products.settings["stream"] = on
+    try:
+        yield
+    finally:
+        small_products.settings["stream"] = previous
 
 
 def product(a, b, out):
@@ -69,6 +86,41 @@ def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch, compiled
     out = np.empty((5, 8, 7 * compiled), np.float32)
     split = lambda: monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)   # noqa: E731 - these small planes too
     assert_same_bits(*on_one_thread_and_on(count, lambda: product(a, b, out).copy(), split))
+
+
+@pytest.mark.parametrize("vectors", [6, 7, 13, 49])
+def test_stored_past_the_cache_the_numbers_are_the_same(vectors, monkeypatch, compiled):
+    """The wide blocks' non-temporal stores (taken here however small C is): the same bits as the
+    ordinary stores, on one thread and on two, and nothing written outside C."""
+    monkeypatch.setattr(small_products, "STREAM_FROM", 0)
+    monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)
+    a = randn(3, 8, 64, seed=1).astype(np.float32)
+    b, _ = planes((3, 64, vectors * compiled), seed=2, gap=compiled)
+    out = workspace.empty((3, 9, (vectors + 1) * compiled), np.float32)   # rows and planes apart by whole vectors
+    out.fill(7)
+    c = out[:, :8, :vectors * compiled]
+    assert small_products.streams(c, 1)
+    streamed = on_one_thread_and_on(2, lambda: product(a, b, c).copy())
+    assert np.all(out[:, 8] == 7) and np.all(out[:, :, vectors * compiled:] == 7)
+    with path_switched_stream(False):
+        assert not small_products.streams(c, 1)
+        stored = product(a, b, c).copy()
+    assert_same_bits(streamed[0], stored)
+    assert_same_bits(streamed[1], stored)
+
+
+def test_it_stores_past_the_cache_only_where_c_is_large_and_its_vectors_start_on_their_boundaries(compiled):
+    out = workspace.empty((16, 64, 1568), np.float32)      # Chollet's 14×14 layers at batch 32: 6.4 MB
+    assert address(out) % 64 == 0
+    assert not small_products.streams(out, 1)
+    large = workspace.empty((16, 64, 6272), np.float32)    # at batch 128: 25.7 MB, 12.8 a thread on two
+    assert small_products.streams(large, 1) and small_products.streams(large, 2)
+    assert not small_products.streams(large, 4)
+    assert not small_products.streams(large[:, :, 1:6257], 1)                # a vector off its boundary
+    rows_apart = workspace.empty((16, 64, 6272 + 4), np.float32)[:, :, :6272]
+    assert not small_products.streams(rows_apart, 1)                        # rows 4 floats past whole vectors
+    with path_switched_stream(False):
+        assert not small_products.streams(large, 1)
 
 
 def test_which_products_it_takes(compiled):

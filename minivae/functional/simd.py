@@ -85,6 +85,14 @@ def store(builder, value, pointer, vec):
     builder.store(value, builder.bitcast(pointer, vec.as_pointer()), align=4)
 
 
+def store_past_cache(builder, value, pointer, vec):
+    """A non-temporal store of the vector: written to memory whole, without reading its cache line
+    in first or keeping it in the cache. The pointer must be a multiple of the vector's size."""
+    from llvmlite import ir
+    instruction = builder.store(value, builder.bitcast(pointer, vec.as_pointer()), align=vec.count * 4)
+    instruction.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
+
 def add_lanes(builder, vector, lanes):
     """The sum of a vector's lanes, as a tree: its halves added, then the halves of that, ...
     (lane l + lane l + lanes/2 first; a fixed order, in log2(lanes) dependent adds, not lanes)."""
