@@ -13,8 +13,9 @@ nor a view (a view holds its base) can still need its numbers. That is what make
 the graph is built and whenever it is released; an array still in use is never handed out twice.
 
 Each array starts on a 64-byte boundary, a cache line (`_aligned`). The contents of a handed-out
-array are garbage: every caller writes all of it (`out=`, `[...] =`) or asks for `zeros`. Which free array a call gets changes nothing in the results, so the same seed
-still gives the same numbers bit for bit. The same code serves CuPy arrays (where fixed buffers are
+array are garbage: every caller writes all of it (`out=`, `[...] =`) or asks for `zeros`. Which
+free array a call gets changes nothing in the results, so the same seed still gives the same
+numbers bit for bit. The same code serves CuPy arrays (where fixed buffers are
 what a CUDA graph needs). Under `no_grad()` (evaluation, sampling) ops allocate as usual, so an
 evaluation at another batch size keeps no second set; and free buffers of sizes not asked for
 lately are dropped once the kept ones pass `limit_bytes`.

@@ -144,15 +144,21 @@ def assert_same_bits(ours, theirs):
 
 
 @contextlib.contextmanager
-def path_switched(settings, on):
+def path_switched(settings, on, key="enabled"):
     """Within: a faster path on or off by its module's settings (the {"enabled": ...} that an
-    environment variable such as MINIVAE_WINOGRAD=never sets); as it was after."""
-    previous = settings["enabled"]
-    settings["enabled"] = on
+    environment variable such as MINIVAE_WINOGRAD=never sets, or another switch there); as it was
+    after."""
+    previous = settings[key]
+    settings[key] = on
     try:
         yield
     finally:
-        settings["enabled"] = previous
+        settings[key] = previous
+
+
+def address(a):
+    """Where an array's numbers start in memory."""
+    return a.__array_interface__["data"][0]
 
 
 def grads_with_path(settings, on, op, arrays, kwargs, g):

@@ -4,11 +4,9 @@ split into blocks (whole blocks, and the last 1-5 vectors), for A read along its
 columns, for planes and rows with gaps between them as Winograd's arrays have; they write nothing
 outside C; the bits do not depend on the thread count; and Winograd's layers take them where they
 should, with the numbers of the path they replace."""
-import contextlib
-
 import numpy as np
 import pytest
-from helpers import assert_close_to_reference, assert_same_bits, on_one_thread_and_on, path_switched, randn
+from helpers import address, assert_close_to_reference, assert_same_bits, on_one_thread_and_on, path_switched, randn
 
 from minivae import functional as F
 from minivae import threads
@@ -33,20 +31,6 @@ def planes(shape, seed, gap=0):
     buffer = randn(p, (rows + 1) * (columns + gap), seed=seed).astype(np.float32)
     view = buffer[:, :rows * (columns + gap)].reshape(p, rows, columns + gap)[:, :, :columns]
     return view, buffer
-
-
-def address(a):
-    return a.__array_interface__["data"][0]
-
-
-@contextlib.contextmanager
-def path_switched_stream(on):
-    previous = small_products.settings["stream"]
-    small_products.settings["stream"] = on
-    try:
-        yield
-    finally:
-        small_products.settings["stream"] = previous
 
 
 def product(a, b, out):
@@ -102,11 +86,10 @@ def test_stored_past_the_cache_the_numbers_are_the_same(vectors, monkeypatch, co
     assert small_products.streams(c, 1)
     streamed = on_one_thread_and_on(2, lambda: product(a, b, c).copy())
     assert np.all(out[:, 8] == 7) and np.all(out[:, :, vectors * compiled:] == 7)
-    with path_switched_stream(False):
+    with path_switched(small_products.settings, False, key="stream"):
         assert not small_products.streams(c, 1)
         stored = product(a, b, c).copy()
-    assert_same_bits(streamed[0], stored)
-    assert_same_bits(streamed[1], stored)
+    assert_same_bits(streamed, [stored, stored])
 
 
 def test_it_stores_past_the_cache_only_where_c_is_large_and_its_vectors_start_on_their_boundaries(compiled):
@@ -119,7 +102,7 @@ def test_it_stores_past_the_cache_only_where_c_is_large_and_its_vectors_start_on
     assert not small_products.streams(large[:, :, 1:6257], 1)                # a vector off its boundary
     rows_apart = workspace.empty((16, 64, 6272 + 4), np.float32)[:, :, :6272]
     assert not small_products.streams(rows_apart, 1)                        # rows 4 floats past whole vectors
-    with path_switched_stream(False):
+    with path_switched(small_products.settings, False, key="stream"):
         assert not small_products.streams(large, 1)
 
 

@@ -4,15 +4,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import address
 
 from minivae import Tensor, functional as F
 from minivae.train import TrainConfig, build
 from minivae.workspace import Workspace, workspace
-
-
-def address(a):
-    """Where a's numbers start in memory."""
-    return a.__array_interface__["data"][0]
 
 
 def test_a_free_array_is_handed_out_again():
