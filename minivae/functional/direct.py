@@ -44,9 +44,10 @@ ROWS = 8                # forward: output channels per block (C_out must be a mu
 RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
 GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
 MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16, 32: faster; 64 not measured)
-MIN_THREADS = 2         # this way from 2 threads; on one, OpenBLAS's products as fast (Chollet 16 0.991) or
-                        # faster (Foster 32 1.058), but for a layer's forward W @ cols up to batch
-ALONE_MAX_BATCH = 16    # ALONE_MAX_BATCH: chollet 16 0.971-0.987, foster 16 0.987-0.995; at 32 1.000-1.016
+MIN_THREADS = 2         # this way from 2 threads; on one OpenBLAS's products were as fast (Chollet 16 0.991)
+                        # or faster (Foster 32 1.058), except for a layer's forward W @ cols:
+ALONE_MAX_BATCH = 16    # on one thread that up to this batch (chollet 16 0.971-0.987, foster 16 0.987-0.995;
+                        # at batch 32 1.000-1.016)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 # made by _compile (the blocks need Numba and this CPU's vector width)
