@@ -44,6 +44,16 @@ def dtype(request):
 
 
 @pytest.fixture(autouse=True)
+def as_on_a_gpu(monkeypatch):
+    """In the simulator the arrays are NumPy's, so the CPU's own path for a convolution with one
+    channel in (functional/one_channel.py, also a one-channel-out layer's backward) would take the
+    place of the kernels these tests are about: off, as it is for CuPy arrays on a GPU."""
+    if SIMULATED:
+        from minivae.functional import one_channel
+        monkeypatch.setitem(one_channel.settings, "enabled", False)
+
+
+@pytest.fixture(autouse=True)
 def small_grid(monkeypatch):
     """In the simulator, which runs every CUDA thread as a Python thread, launch 2 blocks of 8
     threads: the grid-stride loops then cover the rest, and bias_grad's tree has 3 levels. The

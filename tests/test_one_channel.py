@@ -2,11 +2,12 @@
 needing no gradient) computes what im2col's path computes, which stays the reference: the same
 numbers to rounding, forward and backward, with and without bias and fused activation; gradients
 right by central differences; the same bits on any thread count. And it is taken exactly where it
-should be."""
+should be. The same for the backward pass of a layer with one channel out, which takes this
+module's kernels (dL/dx and dL/dw as well, against im2col's path and by central differences)."""
 import numpy as np
 import pytest
-from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arrays, on_one_thread_and_on,
-                     path_switched, randn)
+from helpers import (Case, assert_close_to_reference, assert_same_bits, conv_arrays, grads_with_path,
+                     on_one_thread_and_on, path_switched, randn)
 
 from minivae import functional as F
 from minivae.functional import one_channel
@@ -134,3 +135,69 @@ def test_where_the_path_is_taken(monkeypatch):
     assert not one_channel.suits(x.astype(np.float16), w.astype(np.float16), (1, 1), needs_grad=False)
     monkeypatch.setitem(one_channel.settings, "enabled", False)                     # MINIVAE_ONE_CHANNEL=never
     assert not one_channel.suits(x, w, (1, 1), needs_grad=False)
+
+
+# ---- the backward pass of a layer with one channel out ------------------------------------------
+#
+# A stride-1 transposed convolution with one channel out (Foster's last layer; Chollet's last,
+# 32 -> 1, a conv2d run as the transposed convolution of its turned kernel) has as dL/dx a
+# convolution with one channel in, dL/dy by w, and as dL/dw that convolution's weight gradient
+# with x in the place of dY: conv.py takes both from this module.
+
+ONE_OUT = {  # name: (op, x shape, w shape, keyword arguments)
+    "transposed, same, 3×3, rows of whole vectors": (F.conv_transpose2d, (16, 5, 7, 5), (5, 1, 3, 3),
+                                                     {"padding": "same"}),
+    "transposed, same, 3×3": (F.conv_transpose2d, (3, 4, 6, 5), (4, 1, 3, 3), {"padding": "same"}),
+    "transposed, no padding (a larger output), 2×3": (F.conv_transpose2d, (2, 3, 5, 4), (3, 1, 2, 3), {}),
+    "conv2d narrowing to one channel, same, 3×3": (F.conv2d, (16, 6, 5, 7), (1, 6, 3, 3), {"padding": "same"}),
+}
+
+
+@pytest.mark.parametrize("activation", [None, Fused(0.3)], ids=["none", "leaky_relu 0.3"])
+@pytest.mark.parametrize("layer", ONE_OUT.values(), ids=ONE_OUT.keys())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_channel_out_gradients_are_those_of_im2col(layer, activation, dtype):
+    op, x_shape, w_shape, kwargs = layer
+    arrays = conv_arrays(op, x_shape, w_shape, dtype)
+    kwargs = dict(kwargs, activation=activation)
+    g = outputs(op, arrays, kwargs, dtype)
+    fast = grads_with_path(one_channel.settings, True, op, arrays, kwargs, g)
+    reference = grads_with_path(one_channel.settings, False, op, arrays, kwargs, g)
+    assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, reference, dtype)
+
+
+@pytest.mark.parametrize("layer", ONE_OUT.keys())
+def test_one_channel_out_takes_this_module_for_dx_and_dw(layer, monkeypatch):
+    op, x_shape, w_shape, kwargs = ONE_OUT[layer]
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    g = outputs(op, arrays, kwargs, np.float32)
+    calls = []
+    for name in ("spread", "weights"):
+        monkeypatch.setattr(one_channel, name, lambda *a, _f=getattr(one_channel, name), _n=name, **k:
+                            calls.append(_n) or _f(*a, **k))
+    grads_with_path(one_channel.settings, True, op, arrays, kwargs, g)
+    assert sorted(calls) == ["spread", "weights"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_one_channel_out_bits_do_not_depend_on_the_thread_count(count):
+    op, x_shape, w_shape, kwargs = ONE_OUT["transposed, same, 3×3, rows of whole vectors"]
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    g = outputs(op, arrays, kwargs, np.float32)
+    assert_same_bits(*on_one_thread_and_on(
+        count, lambda: grads_with_path(one_channel.settings, True, op, arrays, kwargs, g)))
+
+
+ONE_OUT_GRADCHECK_CASES = [  # float64 central differences through this path, for x, w and b
+    Case(op="conv_transpose2d", id="one-channel-out-same", inputs=[randn(2, 3, 4, 5, seed=1),
+                                                                   randn(3, 1, 3, 3, seed=2), randn(1, seed=3)],
+         fn=lambda x, w, b: F.conv_transpose2d(x, w, b, padding="same")),
+    Case(op="conv2d", id="narrowing-to-one-channel-leaky", inputs=[randn(2, 3, 5, 4, seed=1),
+                                                                   randn(1, 3, 2, 3, seed=2), randn(1, seed=3)],
+         fn=lambda x, w, b: F.conv2d(x, w, b, padding=1, activation=Fused(0.2))),
+]
+
+
+@pytest.mark.parametrize("case", ONE_OUT_GRADCHECK_CASES, ids=str)
+def test_one_channel_out_gradcheck(case):
+    case.check()

@@ -188,11 +188,31 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
 
     def backward(g):
         g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
-        g_cols, dx = _correlate(g, w_data, stride, pads)      # im2col(dY), W @ im2col(dY)
-        return (from_chwn(dx, x.shape) if x.requires_grad else None,
-                weight_grad(_weight_product(x_mat, g_cols).reshape(w_data.shape)) if w.requires_grad else None,
+        if one_channel.suits(g, w_data, stride, needs_grad=False):
+            dx, dw = _one_channel_out_grads(g, x_mat, w_data, pads, x.shape, x.requires_grad, w.requires_grad)
+        else:
+            g_cols, dx = _correlate(g, w_data, stride, pads)  # im2col(dY), W @ im2col(dY)
+            dx = from_chwn(dx, x.shape) if x.requires_grad else None
+            dw = _weight_product(x_mat, g_cols).reshape(w_data.shape) if w.requires_grad else None
+        return (dx, None if dw is None else weight_grad(dw),
                 bias_grad(g) if db is None and b is not None and b.requires_grad else db)
     return Tensor.from_op(y, (x, w, b), backward, op)
+
+
+def _one_channel_out_grads(g, x_mat, w_data, pads, x_shape, want_dx, want_dw):
+    """dL/dx and dL/dw of a stride-1 transposed convolution with one channel out, w_data
+    (C_in, 1, kH, kW) (Foster's last layer, Chollet's turned 32 -> 1), by one_channel.py's passes,
+    where im2col's path made dY's kH·kW-row patch matrix for two thin products:
+        dL/dx = conv2d(dY, w), a convolution of one channel in:              one_channel.spread
+        dL/dw[c, 0, i, j] = Σ x[c] · dY shifted by (i, j): its weight gradient, x in dY's place:
+                                                                             one_channel.weights
+    (whose bias sums, of x, are not wanted here)."""
+    n, _, h, wd = x_shape
+    g_rows = one_channel.rows(g)                              # (1, OH, OW·N)
+    dx = from_chwn(one_channel.spread(g_rows, w_data, n, (h, wd), pads), x_shape) if want_dx else None
+    x_rows = x_mat.reshape(x_mat.shape[0], h, wd * n)         # (C_in, H, W·N)
+    dw = one_channel.weights(x_rows, x_rows, g_rows, n, w_data.shape[2:], pads)[0] if want_dw else None
+    return dx, dw
 
 
 def _turnable(stride, pads, kernel):

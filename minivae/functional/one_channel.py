@@ -1,4 +1,6 @@
-"""A direct convolution for a network's first layer: one channel in, stride 1, no dL/dx.
+"""A direct convolution for a network's first layer: one channel in, stride 1, no dL/dx; and the
+backward pass of a last layer with one channel out (conv.py's _one_channel_out_grads: its dL/dx
+is a convolution of one channel in, dL/dy by w, and its dL/dw that one's weight gradient).
 
 The first layer of both MNIST models reads one channel (1 -> 32) from the images, which need no
 gradient. By im2col its matrix products are thin: W (32, 9) @ cols (9, H·W·N) sums 9 terms per
