@@ -10,19 +10,12 @@ from helpers import (assert_close_to_reference, assert_same_bits, conv_arrays, g
 
 from minivae import functional as F
 from minivae import threads
-from minivae.functional import conv, direct, im2col
+from minivae.functional import direct, im2col
 from minivae.functional.activations import Fused
 from minivae.tensor import Tensor
 
 pytest.importorskip("numba")
 BATCH = 16   # a multiple of the vector width on every CPU (8 or 16 floats)
-
-
-@pytest.fixture(autouse=True)
-def on_any_thread_count(monkeypatch):
-    """The path also on one thread (where training steps take it from MIN_THREADS threads, but for
-    a layer's forward pass)."""
-    monkeypatch.setattr(direct, "MIN_THREADS", 1)
 
 
 def run(op, arrays, kwargs, g, on):
@@ -38,6 +31,8 @@ LAYERS = {  # name: (op, x shape, w shape, keyword arguments); fewer than 16 cha
     "a 2×3 kernel, stride (2, 1)": (F.conv2d, (BATCH, 3, 7, 6), (8, 3, 2, 3), {"stride": (2, 1), "padding": 1}),
     "3 channels in: 27 k's, a last block of 3": (F.conv2d, (2 * BATCH, 3, 5, 5), (8, 3, 3, 3), {"padding": 1}),
     "a 1×1 image, one run": (F.conv2d, (BATCH, 3, 1, 1), (8, 3, 3, 3), {"padding": 1}),
+    # 12 × 11 pixels, 132 runs: the weight gradient's tiles of RUN_TILE (64) runs and a short last one
+    "tiles of runs": (F.conv2d, (BATCH, 3, 12, 11), (8, 3, 3, 3), {"padding": 1}),
     "transposed, stride 2 (its backward)": (F.conv_transpose2d, (BATCH, 8, 4, 4), (8, 4, 3, 3),
                                             {"stride": 2, "padding": "same"}),
 }
@@ -60,23 +55,22 @@ def test_direct_gives_the_numbers_of_im2col(layer, activation, monkeypatch):
 
 @pytest.mark.parametrize("layer", ["stride 2, same (padding below and right only)",
                                    "transposed, stride 2 (its backward)"])
-def test_on_one_thread_only_the_forward_pass_takes_it(layer, monkeypatch):
-    """Below MIN_THREADS threads a conv2d's forward pass reads x in place, its backward pass (and a
-    transposed convolution's, a convolution of dY) goes by im2col's matrix: the numbers of the path
-    without it, to rounding."""
-    monkeypatch.setattr(direct, "MIN_THREADS", 2)
+def test_on_one_thread_too(layer, monkeypatch):
+    """The forward pass (for a transposed convolution: its dL/dx, a convolution of dY) and the
+    weight gradient read x in place on one thread as on more: the numbers of the path without it."""
     op, x_shape, w_shape, kwargs = LAYERS[layer]
     arrays = conv_arrays(op, x_shape, w_shape, np.float32)
     g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(np.float32)
     calls = []
-    monkeypatch.setattr(direct, "correlate", lambda *a, _f=direct.correlate: calls.append(1) or _f(*a))
+    for name in ("correlate", "weight_grad"):
+        monkeypatch.setattr(direct, name, lambda *a, _f=getattr(direct, name), _n=name: calls.append(_n) or _f(*a))
     previous = threads.count()
     try:
         threads.set_count(1)
         fast = run(op, arrays, kwargs, g, True)
     finally:
         threads.set_count(previous)
-    assert len(calls) == (1 if op is F.conv2d else 0)
+    assert sorted(calls) == ["correlate", "weight_grad"]
     assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, run(op, arrays, kwargs, g, False), np.float32)
 
 
@@ -94,8 +88,8 @@ def test_the_forward_sums_each_output_in_k_order_as_a_product_does():
 
 
 def test_the_weight_gradient_is_the_product_with_the_patch_matrix():
-    x, w, _ = conv_arrays(F.conv2d, (BATCH, 3, 6, 7), (8, 3, 3, 3), np.float32)
-    patches = direct.Patches(x, (3, 3), (1, 2), (1, 0, 1, 1))
+    x, w, _ = conv_arrays(F.conv2d, (BATCH, 3, 14, 13), (8, 3, 3, 3), np.float32)
+    patches = direct.Patches(x, (3, 3), (1, 2), (1, 0, 1, 1))            # 13 × 7 pixels: 91 runs, two tiles
     g = randn(8, patches.columns, seed=5).astype(np.float32)
     cols = im2col.im2col(x.astype(np.float64), (3, 3), (1, 2), (1, 0, 1, 1))
     exact = g.astype(np.float64) @ cols.T
@@ -109,11 +103,12 @@ def test_the_padded_input_is_x_inside_zeros():
     assert np.array_equal(patches.x_pad, expected)
 
 
+@pytest.mark.parametrize("layer", ["3 channels in: 27 k's, a last block of 3", "tiles of runs"])
 @pytest.mark.parametrize("count", [1, 2, 3])
-def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch):
-    op, x_shape, w_shape, kwargs = LAYERS["3 channels in: 27 k's, a last block of 3"]
+def test_the_bits_do_not_depend_on_the_thread_count(count, layer, monkeypatch):
+    op, x_shape, w_shape, kwargs = LAYERS[layer]
     arrays = conv_arrays(op, x_shape, w_shape, np.float32)
-    g = randn(2 * BATCH, 8, 5, 5, seed=4).astype(np.float32)
+    g = randn(*op(*arrays, **kwargs).shape, seed=4).astype(np.float32)
 
     def split_more():
         monkeypatch.setattr(threads, "MIN_PIECE", 16)        # split the padding of these small arrays
@@ -136,44 +131,11 @@ def test_which_convolutions_take_the_path():
     assert direct.suits(x, w)
     assert not direct.suits(x.astype(np.float64), w.astype(np.float64))   # float32 only
     assert not direct.suits(x[:12], w)                                     # the batch in whole vectors
-    assert not direct.suits(np.concatenate([x] * (direct.MAX_BATCH // BATCH + 1)), w)   # and not too large
+    assert direct.suits(np.concatenate([x] * 8), w)                        # of any number (128)
     assert not direct.suits(x, w[:4])                                      # C_out in whole blocks of 8
     assert not direct.suits(x[:, :2], randn(8, 2, 2, 2).astype(np.float32))   # C_in·kH·kW = 8: no blocks of 3
     with path_switched(direct.settings, False):
         assert not direct.suits(x, w)
-    previous = threads.count()
-    try:
-        threads.set_count(1)
-        direct.MIN_THREADS = 2                                             # (put back by the fixture)
-        assert not direct.suits(x, w)
-        assert direct.suits(x, w, forward=True)                            # a layer's forward on any count,
-        larger = np.concatenate([x] * (direct.ALONE_MAX_BATCH // BATCH + 1))
-        assert not direct.suits(larger, w, forward=True)                   # up to ALONE_MAX_BATCH
-    finally:
-        threads.set_count(previous)
-
-
-@pytest.mark.parametrize("count, block", [(1, False), (2, True)])
-def test_below_min_threads_the_weight_gradient_is_openblas_product_of_the_matrix(count, block, monkeypatch):
-    """Below MIN_THREADS threads dY @ colsᵀ is OpenBLAS's product with im2col's matrix, made from
-    the padded x (Patches.matrix): the matrix im2col makes, and the block's numbers to rounding."""
-    monkeypatch.setattr(direct, "MIN_THREADS", 2)
-    x = randn(BATCH, 3, 6, 5, seed=1).astype(np.float32)
-    stride, pads = (2, 1), (1, 0, 1, 1)
-    patches = direct.Patches(x, (3, 3), stride, pads)
-    cols = im2col.im2col(x, (3, 3), stride, pads)
-    assert np.array_equal(patches.matrix(), cols)
-    g = randn(8, patches.columns, seed=3).astype(np.float32)
-    calls = []
-    monkeypatch.setattr(direct, "weight_grad", lambda *a, _f=direct.weight_grad: calls.append(1) or _f(*a))
-    previous = threads.count()
-    try:
-        threads.set_count(count)
-        dw = conv._weight_product(g, patches)
-    finally:
-        threads.set_count(previous)
-    assert bool(calls) == block
-    assert_close_to_reference(["dL/dw"], [dw], [g @ cols.T], np.float32)
 
 
 @pytest.mark.parametrize("ks", [64, 7, 5, 3, 1], ids=lambda k: f"{k} rows of B")

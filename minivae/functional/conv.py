@@ -118,7 +118,7 @@ def _correlated(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
     if one_channel.suits(x.data, w_data, stride, x.requires_grad):
         return _one_channel_in(x, w, b, w_data, pads, out_shape, op, activation, weight_grad)
     cols, y = _correlate(x.data, w_data, stride, pads,        # (C_in·kH·kW, OH·OW·N), (C_out, OH·OW·N)
-                         None if b is None else b.data, activation, forward=True)
+                         None if b is None else b.data, activation)
     y = from_chwn(y, out_shape)                               # an (N, C_out, OH, OW) view
     kernel = w_data.shape[2:]
 
@@ -237,12 +237,11 @@ def _turned(w):
 
 # ---- the two array maps, each the other's transpose ---------------------------------------------
 
-def _correlate(x, w, stride, pads, bias=None, activation=None, forward=False):
+def _correlate(x, w, stride, pads, bias=None, activation=None):
     """conv2d on arrays: cols = im2col(x) (C·kH·kW, OH·OW·N) and W @ cols (w.shape[0], OH·OW·N),
     plus the bias of each output channel where given, then the activation where given. On the CPU
-    in float32 (direct.suits; `forward`: a layer's forward pass), cols is not made: direct.py reads
-    its columns from x itself."""
-    if direct.suits(x, w, forward):
+    in float32 (direct.suits), cols is not made: direct.py reads its columns from x itself."""
+    if direct.suits(x, w):
         cols = direct.Patches(x, w.shape[2:], stride, pads)
         return cols, direct.correlate(cols, w, bias, activation)
     cols = im2col(x, w.shape[2:], stride, pads)
@@ -252,9 +251,7 @@ def _correlate(x, w, stride, pads, bias=None, activation=None, forward=False):
 def _weight_product(g_mat, cols):
     """g_mat @ colsᵀ: a convolution's weight gradient, for cols made by _correlate."""
     if isinstance(cols, direct.Patches):
-        if direct.weight_grad_pays():
-            return direct.weight_grad(g_mat, cols)
-        cols = cols.matrix()                                  # (on one thread OpenBLAS's product pays)
+        return direct.weight_grad(g_mat, cols)
     return weight_product(g_mat, cols)
 
 

@@ -20,14 +20,18 @@ Each keeps a block of its results in the CPU's vector registers for the whole su
 ROWS (8) output channels × 2 runs (a BLAS "microkernel": per k, 2 vector loads, 8 numbers of W
 broadcast, 16 vector fused multiply-adds), the weight gradient 4 output channels × 6 k's, each a
 vector of LANES partial sums (per run, 10 vector loads and 24 multiply-adds), added up at the end.
+The weight gradient goes over the runs a tile of RUN_TILE at a time, every block of the tile before
+the next tile: the tile's rows of dY and runs of x stay in the cache while the blocks pass, where a
+block over all the runs read its 4 rows and 6 k's through the whole of x and dY from L2 (conv_1 of
+Foster's encoder at batch 32, one thread: 2.9 -> 1.95 ms).
 Numba's own loops keep such sums in memory rather than in registers (6 GFLOP/s, where these run at
 100-180 on one core), so the blocks are written in LLVM's IR (`_forward_block`, `_gradient_block`),
 the language Numba compiles Python to, as Numba "intrinsics"; the loops around them are Python.
 
 The forward sums each output in k order with one fused multiply-add per term, as OpenBLAS's product
 of the matrix does: the same bits where OpenBLAS sums K in one block (conv_1's K = 288). The weight
-gradient sums in another order than a matrix product (lanes, then the lanes' sums as a tree): its
-last bits differ. Neither depends on the thread count (each result is made by one thread, the same
+gradient sums in another order than a matrix product (lanes, then the lanes' sums as a tree, then
+the tiles' sums in order): its last bits differ. Neither depends on the thread count (each result is made by one thread, the same
 way). im2col's path (conv.py) stays the reference, tested against this one (tests/test_direct.py).
 """
 import os
@@ -37,17 +41,12 @@ import numpy as np
 from .. import cpu_kernels, threads
 from ..workspace import workspace
 from . import simd
-from .im2col import im2col
 
 settings = {"enabled": os.environ.get("MINIVAE_DIRECT", "auto") != "never"}
 ROWS = 8                # forward: output channels per block (C_out must be a multiple)
 RUNS = 2                # forward: runs of LANES columns per block (a last odd run alone)
 GRAD_ROWS, GRAD_KS = 4, 6   # weight gradient: output channels × k's per block (a last 3 k's alone)
-MAX_BATCH = 32          # at batch 128 Foster's step ran 5.7% slower this way (16, 32: faster; 64 not measured)
-MIN_THREADS = 2         # this way from 2 threads; on one OpenBLAS's products were as fast (Chollet 16 0.991)
-                        # or faster (Foster 32 1.058), except for a layer's forward W @ cols:
-ALONE_MAX_BATCH = 16    # on one thread that up to this batch (chollet 16 0.971-0.987, foster 16 0.987-0.995;
-                        # at batch 32 1.000-1.016)
+RUN_TILE = 64           # weight gradient: runs per tile (at 32 and 96 slower; docs/performance.md)
 _compiled = {}
 _offsets = {}           # geometry -> (koff, voff): made once per layer shape
 # made by _compile (the blocks need Numba and this CPU's vector width)
@@ -55,23 +54,15 @@ forward_block_1 = forward_block_2 = gradient_block_1 = gradient_block_2 = gradie
 gradient_block_4 = gradient_block_6 = None
 
 
-def suits(x, w, forward=False):
+def suits(x, w):
     """Does im2col's product for x (N, C_in, H, W) and the kernel array w (C_out, C_in, kH, kW)
-    take this path? float32 NumPy arrays, the batch a multiple of LANES and at most MAX_BATCH, C_out
-    a multiple of ROWS, C_in·kH·kW a multiple of 3, MIN_THREADS threads or more (a layer's forward
-    pass, `forward`, at a batch of at most ALONE_MAX_BATCH: any number), and the CPU kernels on
-    (Numba there). (What pays is measured on whole training steps: docs/performance.md.)"""
-    return (settings["enabled"] and (threads.count() >= MIN_THREADS or forward and x.shape[0] <= ALONE_MAX_BATCH)
-            and isinstance(x, np.ndarray)
-            and isinstance(w, np.ndarray) and x.dtype == w.dtype == np.float32 and x.shape[0] <= MAX_BATCH
+    take this path? float32 NumPy arrays, the batch a multiple of LANES, C_out a multiple of ROWS,
+    C_in·kH·kW a multiple of 3, and the CPU kernels on (Numba there). (It pays on one thread and
+    two, at batches 16 to 128, in whole training steps: docs/performance.md.)"""
+    return (settings["enabled"] and isinstance(x, np.ndarray)
+            and isinstance(w, np.ndarray) and x.dtype == w.dtype == np.float32
             and w.shape[0] % ROWS == 0 and w[0].size % 3 == 0 and _compile()
             and x.shape[0] % _compiled["lanes"] == 0)
-
-
-def weight_grad_pays():
-    """Does weight_grad pay on this many threads (MIN_THREADS or more), or does OpenBLAS's product
-    with im2col's matrix (Patches.matrix, made in the backward pass)?"""
-    return threads.count() >= MIN_THREADS
 
 
 class Patches:
@@ -93,10 +84,6 @@ class Patches:
                     + np.arange(0, n, lanes))
             _offsets[key] = koff.ravel().astype(np.int64), voff.ravel().astype(np.int64)
         self.koff, self.voff = _offsets[key]
-
-    def matrix(self):
-        """im2col's matrix itself (C·kH·kW, OH·OW·N), made from the padded x."""
-        return im2col(self.x_pad.transpose(3, 0, 1, 2), self.kernel, self.stride, (0, 0, 0, 0))
 
 
 def correlate(patches, w, bias=None, activation=None):
@@ -120,10 +107,12 @@ def weight_grad(g, patches):
     ks = patches.koff.size
     g = np.ascontiguousarray(g)
     dw = workspace.empty((g.shape[0], ks), g.dtype)
+    tile_sums = workspace.empty(dw.shape, dw.dtype)             # each thread its own k's of it
     parts = _parts(ks // GRAD_KS, 2 * g.size * ks)
     pieces = threads.bounds(ks, parts, GRAD_KS)
     x_flat = patches.x_pad.reshape(-1)
-    threads.run(lambda p: _compiled["gradient_ks"](g, x_flat, patches.koff, patches.voff, dw, *pieces[p]), parts)
+    threads.run(lambda p: _compiled["gradient_ks"](g, x_flat, patches.koff, patches.voff, dw, tile_sums,
+                                                    _compiled["lanes"], *pieces[p]), parts)
     return dw
 
 
@@ -201,20 +190,32 @@ def forward_runs(w_blocks, x, koff, voff, y, bias, kind, slope, lanes, v0, v1):
         v += runs
 
 
-def gradient_ks(g, x, koff, voff, dw, k0, k1):
-    """dw[:, k0:k1] = Σ over the runs of g[o, run] ⊙ x_pad[koff[k] + voff[run] ...], summed."""
+def gradient_ks(g, x, koff, voff, dw, tile_sums, lanes, k0, k1):
+    """dw[:, k0:k1] = Σ over the runs of g[o, run] ⊙ x_pad[koff[k] + voff[run] ...], summed by tiles
+    of RUN_TILE runs: each tile's blocks write their sums into tile_sums (dw's shape), which are
+    then added onto dw, tile after tile."""
     rows, columns = g.shape
-    ks = dw.shape[1]
-    flat_g, flat_dw = g.reshape(-1), dw.reshape(-1)
-    for r in range(0, rows, GRAD_ROWS):
-        k = k0
-        while k < k1:
-            if k + GRAD_KS <= k1:
-                gradient_block_6(flat_g, r * columns, columns, x, koff[k:], voff, voff.size, flat_dw, r * ks + k, ks)
-                k += GRAD_KS
-            else:
-                gradient_block_3(flat_g, r * columns, columns, x, koff[k:], voff, voff.size, flat_dw, r * ks + k, ks)
-                k += 3
+    ks, runs = dw.shape[1], voff.size
+    flat_g, flat_sums = g.reshape(-1), tile_sums.reshape(-1)
+    for r in range(rows):
+        for k in range(k0, k1):
+            dw[r, k] = 0
+    for t in range(0, runs, RUN_TILE):
+        tile = min(RUN_TILE, runs - t)
+        for r in range(0, rows, GRAD_ROWS):
+            k = k0
+            while k < k1:
+                if k + GRAD_KS <= k1:
+                    gradient_block_6(flat_g, r * columns + t * lanes, columns, x, koff[k:], voff[t:], tile,
+                                     flat_sums, r * ks + k, ks)
+                    k += GRAD_KS
+                else:
+                    gradient_block_3(flat_g, r * columns + t * lanes, columns, x, koff[k:], voff[t:], tile,
+                                     flat_sums, r * ks + k, ks)
+                    k += 3
+        for r in range(rows):
+            for k in range(k0, k1):
+                dw[r, k] += tile_sums[r, k]
 
 
 def plane_grads(a, b, length, koff, voff, out, p0, p1):
