@@ -22,8 +22,9 @@ broadcast, 16 vector fused multiply-adds), the weight gradient 4 output channels
 vector of LANES partial sums (per run, 10 vector loads and 24 multiply-adds), added up at the end.
 The weight gradient goes over the runs a tile of RUN_TILE at a time, every block of the tile before
 the next tile: the tile's rows of dY and runs of x stay in the cache while the blocks pass, where a
-block over all the runs read its 4 rows and 6 k's through the whole of x and dY from L2 (conv_1 of
-Foster's encoder at batch 32, one thread: 2.9 -> 1.95 ms).
+block over all the runs read its 4 rows and 6 k's through the whole of dY and x, more than the
+nearest caches hold (conv_1 of Foster's encoder at batch 32, one thread: 2.9 -> 1.95 ms).
+
 Numba's own loops keep such sums in memory rather than in registers (6 GFLOP/s, where these run at
 100-180 on one core), so the blocks are written in LLVM's IR (`_forward_block`, `_gradient_block`),
 the language Numba compiles Python to, as Numba "intrinsics"; the loops around them are Python.
@@ -31,8 +32,8 @@ the language Numba compiles Python to, as Numba "intrinsics"; the loops around t
 The forward sums each output in k order with one fused multiply-add per term, as OpenBLAS's product
 of the matrix does: the same bits where OpenBLAS sums K in one block (conv_1's K = 288). The weight
 gradient sums in another order than a matrix product (lanes, then the lanes' sums as a tree, then
-the tiles' sums in order): its last bits differ. Neither depends on the thread count (each result is made by one thread, the same
-way). im2col's path (conv.py) stays the reference, tested against this one (tests/test_direct.py).
+the tiles' sums in order): its last bits differ. Neither depends on the thread count (each result
+is made by one thread, the same way). im2col's path (conv.py) stays the reference, tested against this one (tests/test_direct.py).
 """
 import os
 
