@@ -48,16 +48,21 @@ def outputs(op, arrays, kwargs, dtype):
     return randn(*op(*arrays, **kwargs).shape, seed=4).astype(dtype)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
-@pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_the_direct_path_gives_the_numbers_of_im2col(layer, activation, dtype):
+def assert_path_gives_im2cols_numbers(layer, activation, dtype, compute, names):
+    """compute(op, arrays, kwargs, g, on) with this path on, against it with the path off."""
     op, x_shape, w_shape, kwargs = layer
     arrays = conv_arrays(op, x_shape, w_shape, dtype)
     kwargs = dict(kwargs, activation=activation)
     g = outputs(op, arrays, kwargs, dtype)
-    fast, reference = run(op, arrays, kwargs, g, True), run(op, arrays, kwargs, g, False)
-    assert_close_to_reference(["y", "dL/dw", "dL/db"], fast, reference, dtype)
+    assert_close_to_reference(names, compute(op, arrays, kwargs, g, True), compute(op, arrays, kwargs, g, False),
+                              dtype)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
+@pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_direct_path_gives_the_numbers_of_im2col(layer, activation, dtype):
+    assert_path_gives_im2cols_numbers(layer, activation, dtype, run, ["y", "dL/dw", "dL/db"])
 
 
 def test_the_path_is_taken_and_differs_in_rounding_only():
@@ -157,13 +162,12 @@ ONE_OUT = {  # name: (op, x shape, w shape, keyword arguments)
 @pytest.mark.parametrize("layer", ONE_OUT.values(), ids=ONE_OUT.keys())
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_one_channel_out_gradients_are_those_of_im2col(layer, activation, dtype):
-    op, x_shape, w_shape, kwargs = layer
-    arrays = conv_arrays(op, x_shape, w_shape, dtype)
-    kwargs = dict(kwargs, activation=activation)
-    g = outputs(op, arrays, kwargs, dtype)
-    fast = grads_with_path(one_channel.settings, True, op, arrays, kwargs, g)
-    reference = grads_with_path(one_channel.settings, False, op, arrays, kwargs, g)
-    assert_close_to_reference(["y", "dL/dx", "dL/dw", "dL/db"], fast, reference, dtype)
+    assert_path_gives_im2cols_numbers(layer, activation, dtype, with_dx, ["y", "dL/dx", "dL/dw", "dL/db"])
+
+
+def with_dx(op, arrays, kwargs, g, on):
+    """y, dL/dx, dL/dw, dL/db, this path on or off."""
+    return grads_with_path(one_channel.settings, on, op, arrays, kwargs, g)
 
 
 @pytest.mark.parametrize("layer", ONE_OUT.keys())
