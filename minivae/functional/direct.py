@@ -33,7 +33,8 @@ The forward sums each output in k order with one fused multiply-add per term, as
 of the matrix does: the same bits where OpenBLAS sums K in one block (conv_1's K = 288). The weight
 gradient sums in another order than a matrix product (lanes, then the lanes' sums as a tree, then
 the tiles' sums in order): its last bits differ. Neither depends on the thread count (each result
-is made by one thread, the same way). im2col's path (conv.py) stays the reference, tested against this one (tests/test_direct.py).
+is made by one thread, the same way). im2col's path (conv.py) stays the reference, tested against
+this one (tests/test_direct.py).
 """
 import os
 
@@ -71,7 +72,6 @@ class Patches:
 
     def __init__(self, x, kernel, stride, pads):
         n, c, h, w = x.shape
-        self.kernel, self.stride = kernel, stride
         (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
         hp, wp = h + top + bottom, w + left + right
         self.out_hw = ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
