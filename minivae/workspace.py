@@ -124,8 +124,9 @@ class Workspace:
 
     def _keeps(self, buffer):
         """Is buffer one of the workspace's own NumPy buffers? (A CuPy one is not looked for: its
-        gradient is copied, as before.)"""
-        return isinstance(buffer, np.ndarray) and any(b is buffer for b in self.kept.get((np.__name__, buffer.nbytes - ALIGN), ()))
+        gradient is copied.)"""
+        kept = self.kept.get((np.__name__, buffer.nbytes - ALIGN), ())
+        return isinstance(buffer, np.ndarray) and any(b is buffer for b in kept)
 
     def _aligned(self, buffer, nbytes, xp):
         """The nbytes of buffer from its first ALIGN-byte boundary on: every array starts on a cache

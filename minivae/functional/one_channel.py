@@ -140,9 +140,10 @@ def _lanes():
 def spread_rows(x, w, bias, y, n, kind, slope, one):
     """y[o, p] = act(Σ_{i,j} w[o, i, j] · x[p + i] shifted by j, + bias[o]), for x the padded rows
     (OH + kH − 1, (OW + kW − 1)·n) and y (C, OH, OW·n); kind and slope as
-    cpu_kernels.activation_code gives them. Each row of y is made in one pass: the kH·kW taps of an output number summed in a
-    register, in the order i, j, then the bias and the activation added (for a 3×3 kernel; any
-    other passes over the row once per tap, and once more for the activation)."""
+    cpu_kernels.activation_code gives them. Each row of y is made in one pass: the kH·kW taps of an
+    output number summed in a register, in the order i, j, then the bias and the activation added
+    (for a 3×3 kernel; any other passes over the row once per tap, and once more for the
+    activation)."""
     channels, kh, kw = w.shape
     out_height, span = y.shape[1], y.shape[2]
     zero = one - one                                          # 0 and 1 in the arrays' dtype
