@@ -114,6 +114,18 @@ def test_the_bits_do_not_depend_on_the_thread_count(count, monkeypatch):
     assert_same_bits(*on_one_thread_and_on(count, lambda: run(op, arrays, kwargs, g, True), split_more))
 
 
+def test_a_gradient_in_the_layers_memory_order_is_read_where_it_lies():
+    """dL/dy as the next layer hands it back, a view of (C, H, W, N) memory, is read in place
+    (the tiles reaching past the 7×5 output's edge through a buffer of one tile); as an (N, C, H,
+    W) array it is first copied into that order. The same dL/dx and dL/dw either way, bit for bit
+    (dL/db, summed outside this path, may round otherwise in another order)."""
+    op, x_shape, w_shape, kwargs = LAYERS["same, odd sizes"]
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    g = randn(2, 4, 7, 5, seed=4).astype(np.float32)
+    g_chwn = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    assert_same_bits(run(op, arrays, kwargs, g, True)[1:3], run(op, arrays, kwargs, g_chwn, True)[1:3])
+
+
 @pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
 def test_the_fused_activation_gives_the_bits_of_the_two_ops(activation):
     """As for im2col's path (tests/test_fused.py): the activation applied in the output transform

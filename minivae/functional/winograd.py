@@ -108,11 +108,9 @@ def forward(x, w, pads, bias=None, activation=None):
     u = kernel_transform(w, m)                                     # ((m + 2)², C_out, C_in)
     products = _tile_rows(m, w.shape[0], th * tw, n, x.dtype)
     _products(u, _matrices(v, c), _matrices(products, w.shape[0]))
-    y = workspace.empty((w.shape[0], m * th, m * tw, n), x.dtype)     # y in whole tiles
+    y = workspace.empty((w.shape[0], oh, ow, n), x.dtype)   # (tiles reaching past it: see _edge_tile)
     kind, slope = cpu_kernels.activation_code(activation, x.dtype)
     _by_channels(_kernel("output_tiles", m), w.shape[0], products.size, products, y, bias, kind, slope)
-    if (oh, ow) != y.shape[1:3]:        # the tiles reach past the output: their last rows or columns cropped off
-        y = _copy(y[:, :oh, :ow])
     return (m, u, v, x.shape, pads), y
 
 
@@ -124,11 +122,10 @@ def backward(g, kept, need_dx=True, need_dw=True):
     o, oh, ow = g.shape[1:]
     th, tw = -(-oh // m), -(-ow // m)
     dm = _tile_rows(m, o, th * tw, n, g.dtype)
-    g_tiles = g.transpose(1, 2, 3, 0)                                   # g in whole tiles, CHWN
-    if (oh, ow) != (m * th, m * tw) or not g_tiles.flags.c_contiguous:
-        g_tiles = workspace.zeros((o, m * th, m * tw, n), g.dtype)
-        g_tiles[:, :oh, :ow] = g.transpose(1, 2, 3, 0)
-    _by_channels(_kernel("gradient_tiles", m), o, dm.size, g_tiles, dm)
+    g_chwn = g.transpose(1, 2, 3, 0)                                    # (tiles reaching past it: see _edge_tile)
+    if not g_chwn.flags.c_contiguous:
+        g_chwn = _copy(g_chwn)
+    _by_channels(_kernel("gradient_tiles", m), o, dm.size, g_chwn, dm)
     dw = dx = None
     if need_dw:
         du = workspace.empty((dm.shape[0], o, c), g.dtype)
@@ -251,7 +248,9 @@ def _compile():
         import numba
         # The kernels' helpers first, each under its own name, so that the kernels calling them
         # compile with them (written into the kernels' code where called: inline="always").
-        for helper in (_finish_tile, _pad_channel, _cut_out, _cut_out_by_parity, _bt, _b, _at, _a):
+        for helper in (_finish_tile, _edge_tile, _crop_tile, _pad_channel, _cut_out, _cut_out_by_parity,
+                       _bt, _b, _at, _a, _output_tile, _gradient_tile, _output_tile_4x4, _gradient_tile_4x4,
+                       _output_edge, _gradient_edge, _output_edge_4x4, _gradient_edge_4x4):
             globals()[helper.__name__] = numba.njit(inline="always")(helper)
         for kernel in ("input_tiles", "output_tiles", "gradient_tiles", "input_gradient"):
             for m in G:
@@ -278,8 +277,11 @@ def _kernel(name, m):
 # (c·TH + ty)·TW + tx. One tile more than that needs: 4 KiB apart, the 16 places a loop writes
 # would fall in the same few sets of the cache (2-6x slower). The input kernels pad each channel
 # to whole tiles in a buffer of their own first (in the cache, and on every thread at once, where a
-# padded copy of the whole input made beforehand ran on one), the gradient's callers pad it, and
-# the outputs come in whole tiles: so no loop over a tile looks for the edge of an image.
+# padded copy of the whole input made beforehand ran on one). A tile of the output (or of its
+# gradient) that reaches past the image's edge is made in (or read from) a buffer of one tile,
+# whose part on the image is then copied out (or in): _crop_tile, _edge_tile; so no loop over a
+# tile looks for the edge of an image, and no cropped copy of the whole output (or padded copy of
+# its gradient) is made, a pass on one thread (at Foster's 7×7 layers, whose 4×4 tiles cover 8×8).
 
 def input_tiles(x, v, th, tw, top, left, c0, c1):
     """v[4·i + j, tile (c, ty, tx)] = (Bᵀ d B)[i, j] for the 4×4 patch d of x (C, H, W, N) padded by
@@ -326,51 +328,70 @@ def input_tiles(x, v, th, tw, top, left, c0, c1):
 def output_tiles(m, y, bias, kind, slope, o0, o1):
     """y[o, 2·ty + a, 2·tx + b] = (Aᵀ M A)[a, b] for the 4×4 M = m[:, tile (o, ty, tx)]
     (+ bias[o]), then relu (kind 1) or leaky_relu (kind 2, that slope) as activations.Fused
-    applies them (y <= 0 becomes 0 or slope·y). y (C_out, 2·TH, 2·TW, N)."""
-    th, tw, batch = y.shape[1] // 2, y.shape[2] // 2, y.shape[3]
+    applies them (y <= 0 becomes 0 or slope·y). y (C_out, OH, OW, N), TH = ⌈OH / 2⌉, TW = ⌈OW / 2⌉:
+    first the tiles that lie whole on y, then those reaching past its edge (_output_edge)."""
+    height, width, batch = y.shape[1], y.shape[2], y.shape[3]
+    th, tw = (height + 1) // 2, (width + 1) // 2
+    edge = np.empty((1, 2, 2, batch), y.dtype)
     for o in range(o0, o1):
+        for ty in range(height // 2):
+            for tx in range(width // 2):
+                _output_tile(m, (o * th + ty) * tw + tx, y, o, 2 * ty, 2 * tx)
+                _finish_tile(y, o, 2 * ty, 2 * tx, 2, 2, bias, kind, slope)
         for ty in range(th):
-            for tx in range(tw):
-                tile, r, s = (o * th + ty) * tw + tx, 2 * ty, 2 * tx
-                # row 0 of Aᵀ M is M0 + M1 + M2, row 1 is M1 - M2 - M3 (M0..M3 the rows of M: entries
-                # 0-3, 4-7, 8-11, 12-15 of m); each row (t0..t3) times A: (t0 + t1 + t2, t1 - t2 - t3)
-                for n in range(batch):
-                    t0 = m[0, tile, n] + m[4, tile, n] + m[8, tile, n]
-                    t1 = m[1, tile, n] + m[5, tile, n] + m[9, tile, n]
-                    t2 = m[2, tile, n] + m[6, tile, n] + m[10, tile, n]
-                    t3 = m[3, tile, n] + m[7, tile, n] + m[11, tile, n]
-                    y[o, r, s, n], y[o, r, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
-                for n in range(batch):
-                    t0 = m[4, tile, n] - m[8, tile, n] - m[12, tile, n]
-                    t1 = m[5, tile, n] - m[9, tile, n] - m[13, tile, n]
-                    t2 = m[6, tile, n] - m[10, tile, n] - m[14, tile, n]
-                    t3 = m[7, tile, n] - m[11, tile, n] - m[15, tile, n]
-                    y[o, r + 1, s, n], y[o, r + 1, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
-                _finish_tile(y, o, r, s, 2, bias, kind, slope)
+            for tx in range(width // 2 if ty < height // 2 else 0, tw):
+                _output_edge(m, (o * th + ty) * tw + tx, edge, y, o, 2 * ty, 2 * tx, bias, kind, slope)
+
+
+def _output_tile(m, tile, out, o, r, s):
+    """out[o, r + a, s + b] = (Aᵀ M A)[a, b] for the 4×4 M = m[:, tile]."""
+    for n in range(out.shape[3]):
+        # row 0 of Aᵀ M is M0 + M1 + M2, row 1 is M1 - M2 - M3 (M0..M3 the rows of M: entries
+        # 0-3, 4-7, 8-11, 12-15 of m); each row (t0..t3) times A: (t0 + t1 + t2, t1 - t2 - t3)
+        t0 = m[0, tile, n] + m[4, tile, n] + m[8, tile, n]
+        t1 = m[1, tile, n] + m[5, tile, n] + m[9, tile, n]
+        t2 = m[2, tile, n] + m[6, tile, n] + m[10, tile, n]
+        t3 = m[3, tile, n] + m[7, tile, n] + m[11, tile, n]
+        out[o, r, s, n], out[o, r, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
+    for n in range(out.shape[3]):
+        t0 = m[4, tile, n] - m[8, tile, n] - m[12, tile, n]
+        t1 = m[5, tile, n] - m[9, tile, n] - m[13, tile, n]
+        t2 = m[6, tile, n] - m[10, tile, n] - m[14, tile, n]
+        t3 = m[7, tile, n] - m[11, tile, n] - m[15, tile, n]
+        out[o, r + 1, s, n], out[o, r + 1, s + 1, n] = t0 + t1 + t2, t1 - t2 - t3
 
 
 def gradient_tiles(g, dm, o0, o1):
-    """dm[:, tile (o, ty, tx)] = A G Aᵀ for the 2×2 tile G of g (C_out, 2·TH, 2·TW, N) at
-    (2·ty, 2·tx): the adjoint of output_tiles."""
-    th, tw, batch = g.shape[1] // 2, g.shape[2] // 2, g.shape[3]
+    """dm[:, tile (o, ty, tx)] = A G Aᵀ for the 2×2 tile G of g (C_out, OH, OW, N) at
+    (2·ty, 2·tx), zeros past g's edge: the adjoint of output_tiles."""
+    height, width, batch = g.shape[1], g.shape[2], g.shape[3]
+    th, tw = (height + 1) // 2, (width + 1) // 2
+    edge = np.empty((1, 2, 2, batch), g.dtype)
     for o in range(o0, o1):
+        for ty in range(height // 2):
+            for tx in range(width // 2):
+                _gradient_tile(g, o, 2 * ty, 2 * tx, dm, (o * th + ty) * tw + tx)
         for ty in range(th):
-            for tx in range(tw):
-                tile, r, s = (o * th + ty) * tw + tx, 2 * ty, 2 * tx
-                # the rows of A G are G0, G0 + G1, G0 - G1 and -G1, for G0 and G1 the tile's rows r and
-                # r + 1; each row (t0, t1) times Aᵀ: (t0, t0 + t1, t0 - t1, -t1), entries 4·i to 4·i + 3
-                for n in range(batch):
-                    t0, t1 = g[o, r, s, n], g[o, r, s + 1, n]
-                    dm[0, tile, n], dm[1, tile, n], dm[2, tile, n], dm[3, tile, n] = t0, t0 + t1, t0 - t1, -t1
-                for n in range(batch):
-                    t0, t1 = g[o, r, s, n] + g[o, r + 1, s, n], g[o, r, s + 1, n] + g[o, r + 1, s + 1, n]
-                    dm[4, tile, n], dm[5, tile, n], dm[6, tile, n], dm[7, tile, n] = t0, t0 + t1, t0 - t1, -t1
-                for n in range(batch):
-                    t0, t1 = g[o, r, s, n] - g[o, r + 1, s, n], g[o, r, s + 1, n] - g[o, r + 1, s + 1, n]
-                    dm[8, tile, n], dm[9, tile, n], dm[10, tile, n], dm[11, tile, n] = t0, t0 + t1, t0 - t1, -t1
-                for n in range(batch):
-                    t0, t1 = -g[o, r + 1, s, n], -g[o, r + 1, s + 1, n]
-                    dm[12, tile, n], dm[13, tile, n], dm[14, tile, n], dm[15, tile, n] = t0, t0 + t1, t0 - t1, -t1
+            for tx in range(width // 2 if ty < height // 2 else 0, tw):
+                _gradient_edge(g, edge, o, 2 * ty, 2 * tx, dm, (o * th + ty) * tw + tx)
+
+
+def _gradient_tile(g, o, r, s, dm, tile):
+    """dm[:, tile] = A G Aᵀ for the 2×2 tile G of g[o] at (r, s)."""
+    for n in range(g.shape[3]):
+        # the rows of A G are G0, G0 + G1, G0 - G1 and -G1, for G0 and G1 the tile's rows r and
+        # r + 1; each row (t0, t1) times Aᵀ: (t0, t0 + t1, t0 - t1, -t1), entries 4·i to 4·i + 3
+        t0, t1 = g[o, r, s, n], g[o, r, s + 1, n]
+        dm[0, tile, n], dm[1, tile, n], dm[2, tile, n], dm[3, tile, n] = t0, t0 + t1, t0 - t1, -t1
+    for n in range(g.shape[3]):
+        t0, t1 = g[o, r, s, n] + g[o, r + 1, s, n], g[o, r, s + 1, n] + g[o, r + 1, s + 1, n]
+        dm[4, tile, n], dm[5, tile, n], dm[6, tile, n], dm[7, tile, n] = t0, t0 + t1, t0 - t1, -t1
+    for n in range(g.shape[3]):
+        t0, t1 = g[o, r, s, n] - g[o, r + 1, s, n], g[o, r, s + 1, n] - g[o, r + 1, s + 1, n]
+        dm[8, tile, n], dm[9, tile, n], dm[10, tile, n], dm[11, tile, n] = t0, t0 + t1, t0 - t1, -t1
+    for n in range(g.shape[3]):
+        t0, t1 = -g[o, r + 1, s, n], -g[o, r + 1, s + 1, n]
+        dm[12, tile, n], dm[13, tile, n], dm[14, tile, n], dm[15, tile, n] = t0, t0 + t1, t0 - t1, -t1
 
 
 def input_gradient(dv, dx, th, tw, top, left, c0, c1):
@@ -454,14 +475,14 @@ def _cut_out(buf, dx, c, top, left):
                 dx[c, i, j, n] = buf[top + i, left + j, n]
 
 
-def _finish_tile(y, o, r, s, m, bias, kind, slope):
-    """The bias and the activation on the m×m tile of y at (r, s) in channel o, while it is in the
-    cache: y + bias[o], then relu (kind 1) or leaky_relu (kind 2, that slope) as activations.Fused
+def _finish_tile(y, o, r, s, rows, cols, bias, kind, slope):
+    """The bias and the activation on the rows×cols tile of y at (r, s) in channel o, while it is in
+    the cache: y + bias[o], then relu (kind 1) or leaky_relu (kind 2, that slope) as activations.Fused
     applies them (y <= 0 becomes 0 or slope·y)."""
     if bias is None and kind == 0:
         return
-    for a in range(m):
-        for b in range(m):
+    for a in range(rows):
+        for b in range(cols):
             for n in range(y.shape[3]):
                 value = y[o, r + a, s + b, n]
                 if bias is not None:
@@ -471,6 +492,56 @@ def _finish_tile(y, o, r, s, m, bias, kind, slope):
                 elif kind == 2:
                     value = value * slope if value <= 0 else value
                 y[o, r + a, s + b, n] = value
+
+
+def _crop_tile(edge, y, o, r, s):
+    """y[o, r + a, s + b] = edge[0, a, b] for the part of the tile at (r, s) that lies on y: an
+    output tile made in edge because it reaches past y's edge."""
+    for a in range(min(edge.shape[1], y.shape[1] - r)):
+        for b in range(min(edge.shape[2], y.shape[2] - s)):
+            for n in range(y.shape[3]):
+                y[o, r + a, s + b, n] = edge[0, a, b, n]
+
+
+def _edge_tile(g, edge, o, r, s):
+    """edge[0] = the tile of g[o] at (r, s), zeros where it reaches past g's edge (the adjoint of
+    _crop_tile)."""
+    edge[:] = 0
+    for a in range(min(edge.shape[1], g.shape[1] - r)):
+        for b in range(min(edge.shape[2], g.shape[2] - s)):
+            for n in range(g.shape[3]):
+                edge[0, a, b, n] = g[o, r + a, s + b, n]
+
+
+# The tiles reaching past the output's edge, in a loop of their own after the whole tiles' (with a
+# branch for them in that loop, it ran 1.2-1.5x slower).
+
+def _output_edge(m, tile, edge, y, o, r, s, bias, kind, slope):
+    """output_tiles' tile at (r, s) of y[o], reaching past y's edge: made in edge, its part on y
+    copied there and finished."""
+    _output_tile(m, tile, edge, 0, 0, 0)
+    _crop_tile(edge, y, o, r, s)
+    _finish_tile(y, o, r, s, min(2, y.shape[1] - r), min(2, y.shape[2] - s), bias, kind, slope)
+
+
+def _gradient_edge(g, edge, o, r, s, dm, tile):
+    """gradient_tiles' tile at (r, s) of g[o], reaching past g's edge: read from edge, g's part
+    of it with zeros around."""
+    _edge_tile(g, edge, o, r, s)
+    _gradient_tile(edge, 0, 0, 0, dm, tile)
+
+
+def _output_edge_4x4(m, tile, t, edge, y, o, r, s, bias, kind, slope):
+    """_output_edge for output_tiles_4x4."""
+    _output_tile_4x4(m, tile, t, edge, 0, 0, 0)
+    _crop_tile(edge, y, o, r, s)
+    _finish_tile(y, o, r, s, min(4, y.shape[1] - r), min(4, y.shape[2] - s), bias, kind, slope)
+
+
+def _gradient_edge_4x4(g, edge, o, r, s, t, dm, tile):
+    """_gradient_edge for gradient_tiles_4x4."""
+    _edge_tile(g, edge, o, r, s)
+    _gradient_tile_4x4(edge, 0, 0, 0, t, dm, tile)
 
 
 # ---- F(4×4, 3×3) -----------------------------------------------------------------------------------
@@ -542,43 +613,62 @@ def input_tiles_4x4(x, v, th, tw, top, left, c0, c1):
 
 def output_tiles_4x4(m, y, bias, kind, slope, o0, o1):
     """y[o, 4·ty + a, 4·tx + b] = (Aᵀ M A)[a, b] for the 6×6 M = m[:, tile (o, ty, tx)]
-    (+ bias[o], then the activation, as output_tiles). y (C_out, 4·TH, 4·TW, N)."""
-    th, tw, batch = y.shape[1] // 4, y.shape[2] // 4, y.shape[3]
+    (+ bias[o], then the activation, as output_tiles). y (C_out, OH, OW, N), TH = ⌈OH / 4⌉,
+    TW = ⌈OW / 4⌉."""
+    height, width, batch = y.shape[1], y.shape[2], y.shape[3]
+    th, tw = (height + 3) // 4, (width + 3) // 4
     t = np.empty((4, 6, batch), y.dtype)                      # Aᵀ M
+    edge = np.empty((1, 4, 4, batch), y.dtype)
     for o in range(o0, o1):
+        for ty in range(height // 4):
+            for tx in range(width // 4):
+                _output_tile_4x4(m, (o * th + ty) * tw + tx, t, y, o, 4 * ty, 4 * tx)
+                _finish_tile(y, o, 4 * ty, 4 * tx, 4, 4, bias, kind, slope)
         for ty in range(th):
-            for tx in range(tw):
-                tile, r, s = (o * th + ty) * tw + tx, 4 * ty, 4 * tx
-                for j in range(6):
-                    for n in range(batch):
-                        t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n] = _at(
-                            m[j, tile, n], m[6 + j, tile, n], m[12 + j, tile, n],
-                            m[18 + j, tile, n], m[24 + j, tile, n], m[30 + j, tile, n])
-                for a in range(4):
-                    for n in range(batch):
-                        y[o, r + a, s, n], y[o, r + a, s + 1, n], y[o, r + a, s + 2, n], y[o, r + a, s + 3, n] = _at(
-                            t[a, 0, n], t[a, 1, n], t[a, 2, n], t[a, 3, n], t[a, 4, n], t[a, 5, n])
-                _finish_tile(y, o, r, s, 4, bias, kind, slope)
+            for tx in range(width // 4 if ty < height // 4 else 0, tw):
+                _output_edge_4x4(m, (o * th + ty) * tw + tx, t, edge, y, o, 4 * ty, 4 * tx, bias, kind, slope)
+
+
+def _output_tile_4x4(m, tile, t, out, o, r, s):
+    """out[o, r + a, s + b] = (Aᵀ M A)[a, b] for the 6×6 M = m[:, tile], by way of t = Aᵀ M."""
+    for j in range(6):
+        for n in range(out.shape[3]):
+            t[0, j, n], t[1, j, n], t[2, j, n], t[3, j, n] = _at(
+                m[j, tile, n], m[6 + j, tile, n], m[12 + j, tile, n],
+                m[18 + j, tile, n], m[24 + j, tile, n], m[30 + j, tile, n])
+    for a in range(4):
+        for n in range(out.shape[3]):
+            out[o, r + a, s, n], out[o, r + a, s + 1, n], out[o, r + a, s + 2, n], out[o, r + a, s + 3, n] = _at(
+                t[a, 0, n], t[a, 1, n], t[a, 2, n], t[a, 3, n], t[a, 4, n], t[a, 5, n])
 
 
 def gradient_tiles_4x4(g, dm, o0, o1):
-    """dm[:, tile (o, ty, tx)] = A G Aᵀ for the 4×4 tile G of g (C_out, 4·TH, 4·TW, N) at
-    (4·ty, 4·tx): the adjoint of output_tiles_4x4."""
-    th, tw, batch = g.shape[1] // 4, g.shape[2] // 4, g.shape[3]
+    """dm[:, tile (o, ty, tx)] = A G Aᵀ for the 4×4 tile G of g (C_out, OH, OW, N) at
+    (4·ty, 4·tx), zeros past g's edge: the adjoint of output_tiles_4x4."""
+    height, width, batch = g.shape[1], g.shape[2], g.shape[3]
+    th, tw = (height + 3) // 4, (width + 3) // 4
     t = np.empty((6, 4, batch), g.dtype)                      # A G
+    edge = np.empty((1, 4, 4, batch), g.dtype)
     for o in range(o0, o1):
+        for ty in range(height // 4):
+            for tx in range(width // 4):
+                _gradient_tile_4x4(g, o, 4 * ty, 4 * tx, t, dm, (o * th + ty) * tw + tx)
         for ty in range(th):
-            for tx in range(tw):
-                tile, r, s = (o * th + ty) * tw + tx, 4 * ty, 4 * tx
-                for b in range(4):
-                    for n in range(batch):
-                        t[0, b, n], t[1, b, n], t[2, b, n], t[3, b, n], t[4, b, n], t[5, b, n] = _a(
-                            g[o, r, s + b, n], g[o, r + 1, s + b, n], g[o, r + 2, s + b, n], g[o, r + 3, s + b, n])
-                for i in range(6):
-                    e = 6 * i
-                    for n in range(batch):
-                        dm[e, tile, n], dm[e + 1, tile, n], dm[e + 2, tile, n], dm[e + 3, tile, n], \
-                            dm[e + 4, tile, n], dm[e + 5, tile, n] = _a(t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n])
+            for tx in range(width // 4 if ty < height // 4 else 0, tw):
+                _gradient_edge_4x4(g, edge, o, 4 * ty, 4 * tx, t, dm, (o * th + ty) * tw + tx)
+
+
+def _gradient_tile_4x4(g, o, r, s, t, dm, tile):
+    """dm[:, tile] = A G Aᵀ for the 4×4 tile G of g[o] at (r, s), by way of t = A G."""
+    for b in range(4):
+        for n in range(g.shape[3]):
+            t[0, b, n], t[1, b, n], t[2, b, n], t[3, b, n], t[4, b, n], t[5, b, n] = _a(
+                g[o, r, s + b, n], g[o, r + 1, s + b, n], g[o, r + 2, s + b, n], g[o, r + 3, s + b, n])
+    for i in range(6):
+        e = 6 * i
+        for n in range(g.shape[3]):
+            dm[e, tile, n], dm[e + 1, tile, n], dm[e + 2, tile, n], dm[e + 3, tile, n], \
+                dm[e + 4, tile, n], dm[e + 5, tile, n] = _a(t[i, 0, n], t[i, 1, n], t[i, 2, n], t[i, 3, n])
 
 
 def input_gradient_4x4(dv, dx, th, tw, top, left, c0, c1):
