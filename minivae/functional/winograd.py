@@ -108,7 +108,7 @@ def forward(x, w, pads, bias=None, activation=None):
     u = kernel_transform(w, m)                                     # ((m + 2)², C_out, C_in)
     products = _tile_rows(m, w.shape[0], th * tw, n, x.dtype)
     _products(u, _matrices(v, c), _matrices(products, w.shape[0]))
-    y = workspace.empty((w.shape[0], oh, ow, n), x.dtype)   # (tiles reaching past it: see _edge_tile)
+    y = workspace.empty((w.shape[0], oh, ow, n), x.dtype)   # (tiles reaching past it: see _crop_tile)
     kind, slope = cpu_kernels.activation_code(activation, x.dtype)
     _by_channels(_kernel("output_tiles", m), w.shape[0], products.size, products, y, bias, kind, slope)
     return (m, u, v, x.shape, pads), y
