@@ -514,9 +514,8 @@ def _edge_tile(g, edge, o, r, s):
 
 
 # The tiles reaching past the output's edge, in a loop of their own after the whole tiles' (with a
-# branch for them in that loop, it ran 1.2-1.5x slower): in each row of tiles, those from the first
-# column that reaches past the edge on (none in a row of whole tiles that fit across), and in a
-# last row reaching past the bottom, every tile.
+# branch for them in that loop, it ran 1.2-1.5x slower): the last tile of each row of tiles where
+# the width is not a multiple of m, then every tile of the last row where the height is not.
 
 def _output_edge(m, tile, edge, y, o, r, s, bias, kind, slope):
     """output_tiles' tile at (r, s) of y[o], reaching past y's edge: made in edge, its part on y
