@@ -18,6 +18,12 @@ pytest.importorskip("numba")
 BATCH = 16   # a multiple of the vector width on every CPU (8 or 16 floats)
 
 
+@pytest.fixture(autouse=True)
+def compiled():
+    """The kernels, for the tests that call the path's functions themselves (each test alone too)."""
+    assert direct._compile()
+
+
 def run(op, arrays, kwargs, g, on):
     """y, dL/dx, dL/dw, dL/db of op(x, w, b, **kwargs) for dL/dy = g, with the direct path on or off."""
     return grads_with_path(direct.settings, on, op, arrays, kwargs, g)
@@ -85,6 +91,19 @@ def test_the_forward_sums_each_output_in_k_order_as_a_product_does():
     bound = 45 * np.finfo(np.float32).eps * (np.abs(w.reshape(8, -1)).astype(np.float64) @ np.abs(cols))
     assert np.all(np.abs(ours - exact) <= bound)
     assert np.array_equal(ours, direct.correlate(patches, w))     # and the same numbers every time
+
+
+def test_the_prefetch_changes_no_bit(monkeypatch):
+    """The first block of output channels of each pair of runs also prefetches the runs
+    FETCH_AHEAD on (the other blocks do not): the numbers are those made without it, bit for bit,
+    with the bias and the activation too."""
+    x, w, b = conv_arrays(F.conv2d, (BATCH, 5, 9, 9), (16, 5, 3, 3), np.float32)
+    patches = direct.Patches(x, (3, 3), (1, 1), (1, 1, 1, 1))         # 81 runs, two blocks of 8 channels
+    made = []
+    for ahead in (0, direct.FETCH_AHEAD, 7):
+        monkeypatch.setattr(direct, "FETCH_AHEAD", ahead)
+        made.append(direct.correlate(patches, w, b, Fused(0.3)).copy())
+    assert_same_bits(made[:1] * 2, made[1:])
 
 
 def test_the_weight_gradient_is_the_product_with_the_patch_matrix():
