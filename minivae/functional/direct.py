@@ -26,7 +26,7 @@ block over all the runs read its 4 rows and 6 k's through the whole of dY and x,
 nearest caches hold (conv_1 of Foster's encoder at batch 32, one thread: 2.9 -> 1.95 ms).
 The forward reads, for a pair of runs, one vector at each of its K offsets, K streams through
 memory at once: more than the CPU's prefetchers follow, so in a training step, where x_pad is no
-longer in the cache, each was a miss. So the first block of output channels for a pair of runs
+longer in the cache, the loads waited on memory. So the first block of output channels for a pair of runs
 (the others find them in the cache) also asks for the lines of the pair FETCH_AHEAD runs on
 (foster 128's step 4% faster, foster 32's and chollet's 1%).
 
@@ -283,7 +283,6 @@ def _forward_block(lanes, runs, fetch=False):
     leaky_relu with that slope where 2) and stored. Where fetch, each k also prefetches the runs
     `ahead` on, x[koff[k] + voff[ahead + u] ...] (voff must reach that far; else ahead is unread)."""
     import numba
-    from llvmlite import ir
 
     @numba.extending.intrinsic
     def block(typingctx, w, x, koff, voff, y, at, ldy, ks, bias, has_bias, kind, slope, ahead):
@@ -292,16 +291,13 @@ def _forward_block(lanes, runs, fetch=False):
             w_p, x_p, koff_p, voff_p, y_p, bias_p = (data(i) for i in (0, 1, 2, 3, 4, 8))
             at, ldy, ks = integer(5), integer(6), integer(7)
             runs_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [simd.i64(u)]))]) for u in range(runs)]
-            byte_p = ir.IntType(8).as_pointer()
-            prefetch = simd.function(builder, "llvm.prefetch.p0", ir.VoidType(), [byte_p] + [ir.IntType(32)] * 3)
             later_p = [builder.gep(x_p, [builder.load(builder.gep(voff_p, [builder.add(integer(12), simd.i64(u))]))])
                        for u in range(runs)] if fetch else []     # the runs `ahead` on
             entry, loop, done, k, sums = simd.open_loop(builder, vec, ROWS * runs)
             offset = builder.load(builder.gep(koff_p, [k]))
             xs = [simd.load(builder, builder.gep(p, [offset]), vec) for p in runs_p]
-            for p in later_p:                             # read, to the nearest cache (locality 3), data
-                builder.call(prefetch, [builder.bitcast(builder.gep(p, [offset]), byte_p)]
-                             + [ir.Constant(ir.IntType(32), c) for c in (0, 3, 1)])
+            for p in later_p:
+                simd.prefetch(builder, builder.gep(p, [offset]))
             w_k = builder.gep(w_p, [builder.mul(k, simd.i64(ROWS))])
             new = []
             for r in range(ROWS):                         # W[o, k] in every lane, times each run

@@ -1,7 +1,7 @@
 """Small pieces of LLVM IR for the SIMD blocks of direct.py, narrow.py, one_channel.py and
-small_products.py: loads and stores of vectors, a number in every lane, a loop whose sums are kept
-in registers, the sum of a vector's lanes, the finishing of an output (bias, then activation) and
-the gradient before an activation, in registers.
+small_products.py: loads and stores of vectors, a number in every lane, a prefetch, a loop whose
+sums are kept in registers, the sum of a vector's lanes, the finishing of an output (bias, then
+activation) and the gradient before an activation, in registers.
 
 Numba's own loops keep sums in memory rather than in registers where a block needs many of them,
 so those blocks are written in LLVM's IR, the language Numba compiles Python to, as Numba
@@ -91,6 +91,15 @@ def store_past_cache(builder, value, pointer, vec):
     from llvmlite import ir
     instruction = builder.store(value, builder.bitcast(pointer, vec.as_pointer()), align=vec.count * 4)
     instruction.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
+
+def prefetch(builder, pointer):
+    """Ask the CPU to bring the cache line at pointer into the nearest cache, to be read (llvm.prefetch:
+    read, locality 3, data): it need not wait for the line, and nothing is read if it never comes."""
+    from llvmlite import ir
+    byte_p = ir.IntType(8).as_pointer()
+    fetch = function(builder, "llvm.prefetch.p0", ir.VoidType(), [byte_p] + [ir.IntType(32)] * 3)
+    builder.call(fetch, [builder.bitcast(pointer, byte_p)] + [ir.Constant(ir.IntType(32), c) for c in (0, 3, 1)])
 
 
 def add_lanes(builder, vector, lanes):

@@ -156,7 +156,6 @@ def _block(lanes, vectors, fetch, stream=False):
     row k (the next column block's); where stream, the sums are stored non-temporally (each vector
     must then start on a vector's boundary)."""
     import numba
-    from llvmlite import ir
 
     @numba.extending.intrinsic
     def block(typingctx, a, a_at, a_row, a_col, b, b_at, ldb, out, o_at, ldo, ks):
@@ -166,16 +165,12 @@ def _block(lanes, vectors, fetch, stream=False):
             a_rows = [builder.gep(a_p, [builder.mul(simd.i64(r), a_row)]) for r in range(ROWS)]
             b_p, ldb = builder.gep(data(4), [integer(5)]), integer(6)
             o_p, ldo = builder.gep(data(7), [integer(8)]), integer(9)
-            byte_p = ir.IntType(8).as_pointer()
-            prefetch = simd.function(builder, "llvm.prefetch.p0", ir.VoidType(),
-                                     [byte_p] + [ir.IntType(32)] * 3)
             entry, loop, done, k, sums = simd.open_loop(builder, vec, ROWS * vectors)
             b_k = builder.gep(b_p, [builder.mul(k, ldb)])
             bs = [simd.load(builder, builder.gep(b_k, [simd.i64(u * lanes)]), vec) for u in range(vectors)]
             if fetch:
-                for u in range(vectors):    # read, to the nearest cache (locality 3), data
-                    ahead = builder.bitcast(builder.gep(b_k, [simd.i64((vectors + u) * lanes)]), byte_p)
-                    builder.call(prefetch, [ahead] + [ir.Constant(ir.IntType(32), c) for c in (0, 3, 1)])
+                for u in range(vectors):
+                    simd.prefetch(builder, builder.gep(b_k, [simd.i64((vectors + u) * lanes)]))
             a_k = builder.mul(k, a_col)
             new = []
             for r in range(ROWS):
