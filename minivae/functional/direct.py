@@ -26,9 +26,9 @@ block over all the runs read its 4 rows and 6 k's through the whole of dY and x,
 nearest caches hold (conv_1 of Foster's encoder at batch 32, one thread: 2.9 -> 1.95 ms).
 The forward reads, for a pair of runs, one vector at each of its K offsets, K streams through
 memory at once: more than the CPU's prefetchers follow, so in a training step, where x_pad is no
-longer in the cache, the loads waited on memory. So the first block of output channels for a pair of runs
-(the others find them in the cache) also asks for the lines of the pair FETCH_AHEAD runs on
-(foster 128's step 4% faster, foster 32's and chollet's 1%).
+longer in the cache, the loads waited on memory. So the first block of output channels for a
+pair of runs (the others find them in the cache) also asks for the lines of the pair FETCH_AHEAD
+runs on (foster 128's step 4% faster, foster 32's and chollet's 1%).
 
 Numba's own loops keep such sums in memory rather than in registers (6 GFLOP/s, where these run at
 100-180 on one core), so the blocks are written in LLVM's IR (`_forward_block`, `_gradient_block`),
