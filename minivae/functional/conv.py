@@ -22,7 +22,7 @@ from ..tensor import Tensor
 from ..workspace import workspace
 from ._common import (before_activation, bias_grad, check_float, check_ndim, matmul_arrays, tensors,
                       weight_product, xp_of)
-from . import direct, one_channel, winograd
+from . import direct, direct_transposed, one_channel, winograd
 from .im2col import col2im, conv_output_size, from_chwn, im2col, to_chwn
 
 __all__ = ["conv2d", "conv_transpose2d"]
@@ -257,8 +257,12 @@ def _weight_product(g_mat, cols):
 
 def _scatter(x_mat, w, shape, stride, pads, bias=None, activation=None):
     """conv_transpose2d on arrays: col2im(Wᵀ @ X) for X (w.shape[0], H·W·N), output `shape` (N, C, OH, OW),
-    + bias and then the activation where given. On the CPU, where it pays, a few channels at a time
-    (cpu_kernels.col2im_product: each group's rows of Wᵀ @ X added back while in the cache)."""
+    + bias and then the activation where given. On the CPU in float32 (direct_transposed.suits)
+    Wᵀ @ X is not made: each output channel's sums are added where they land from registers; else,
+    where it pays, a few channels at a time (cpu_kernels.col2im_product: each group's rows of
+    Wᵀ @ X added back while in the cache)."""
+    if direct_transposed.suits(x_mat, w, shape[0], bias):
+        return direct_transposed.scatter(x_mat, w, shape, stride, pads, bias, activation)
     w_mat = w.reshape(w.shape[0], -1)
     # With one channel in (a conv2d with C_out = 1) Wᵀ @ X is an outer product: broadcasting does it
     # 3-4× faster than OpenBLAS, whose matrix product is unusually slow when the inner size is 1.
