@@ -126,6 +126,7 @@ def test_winograd_takes_them_with_the_numbers_of_openblas(monkeypatch, compiled)
     to rounding."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 8)
     monkeypatch.setattr(winograd, "MIN_COLUMNS", {2: 1, 4: 1})
+    monkeypatch.setattr(winograd, "MIN_COLUMNS_BESIDE_DIRECT", {2: 1, 4: 1})
     x = randn(compiled, 8, 6, 6, seed=1).astype(np.float32)
     w, b = randn(8, 8, 3, 3, seed=2).astype(np.float32), randn(8, seed=3).astype(np.float32)
     g = randn(compiled, 8, 6, 6, seed=4).astype(np.float32)

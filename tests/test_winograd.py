@@ -21,6 +21,7 @@ def tiles(request, monkeypatch):
     """Each test for both tile sizes, taken at the tests' small shapes and odd sizes too."""
     monkeypatch.setattr(winograd, "TILE_SIZES", (request.param,))
     monkeypatch.setattr(winograd, "MIN_COLUMNS", {2: 1, 4: 1})
+    monkeypatch.setattr(winograd, "MIN_COLUMNS_BESIDE_DIRECT", {2: 1, 4: 1})
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 2)
     monkeypatch.setattr(winograd, "MAX_SPARE", 16.0)
     assert winograd._compile()   # the kernels, for the tests that call the transforms themselves
@@ -206,6 +207,7 @@ def test_the_tiles_cover_the_output_with_the_fewest_outputs_to_spare(monkeypatch
 def test_which_convolutions_take_the_path(monkeypatch):
     monkeypatch.setattr(winograd, "TILE_SIZES", (4, 2))
     monkeypatch.setattr(winograd, "MIN_COLUMNS", {2: 768, 4: 64})
+    monkeypatch.setattr(winograd, "MIN_COLUMNS_BESIDE_DIRECT", {2: 768, 4: 128})
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 16)
     monkeypatch.setattr(winograd, "MAX_SPARE", 1.35)
     x = np.zeros((16, 64, 14, 14), np.float32)       # Chollet's 14×14 layers at batch 16: 7·7·16 = 784 columns
@@ -216,8 +218,12 @@ def test_which_convolutions_take_the_path(monkeypatch):
     assert not winograd.suits(x, np.zeros((64, 64, 5, 5), np.float32), (1, 1), same)   # not 3×3
     assert not winograd.suits(x[:, :1], w[:, :1], (1, 1), same)                    # one channel in
     assert not winograd.suits(x[:8], w, (1, 1), same)                             # 7·7·8 = 392 columns
-    assert winograd.suits(x[:, :, :7, :7], w, (1, 1), same)                       # 7×7: 2·2·16 columns of 4×4
-    assert not winograd.suits(x[:8, :, :7, :7], w, (1, 1), same)                  # 2·2·8 = 32
+    assert not winograd.suits(x[:, :, :7, :7], w, (1, 1), same)                   # 7×7: 2·2·16 columns of 4×4,
+    assert direct.suits(x[:, :, :7, :7], w)                                       # where the direct path runs
+    assert winograd.suits(np.concatenate([x[:, :, :7, :7]] * 2), w, (1, 1), same)  # 2·2·32, or
+    x64, w64 = x[:, :, :7, :7].astype(np.float64), w.astype(np.float64)          # where it does not
+    assert winograd.suits(x64, w64, (1, 1), same) and not direct.suits(x64, w64)
+    assert not winograd.suits(x64[:8], w64, (1, 1), same)                         # 2·2·8 = 32
     assert not winograd.suits(x[:, :, :5, :5], w, (1, 1), same)                   # 36 tile outputs for 25
     assert winograd.suits(np.zeros((16, 64, 28, 28), np.float32), w, (1, 1), same)
     assert not winograd.suits(x.astype(np.float16), w.astype(np.float16), (1, 1), same)

@@ -64,6 +64,8 @@ TILE_SIZES = (4, 2)     # the output tiles' sides m, the one taken on a tie firs
 MIN_COLUMNS = {2: 768,  # nor with fewer tiles·images: F(2×2) at 14×14 and batch 16 (784 of them) ran the layer
                4: 64}   # 26% faster than im2col, at 7×7 and batch 16 (256) 10% slower; F(4×4) at 7×7 and
                         # batch 16 (64) made Foster's step 2.5-4% faster
+MIN_COLUMNS_BESIDE_DIRECT = {2: 768,   # the same where direct.py's path takes the layer otherwise: Foster's
+                             4: 128}   # step at batch 16 4% faster without F(4×4), at 32 even, at 128 3% slower
 MAX_SPARE = 1.35        # nor where the tiles cover 35% more than the output (a 7×7 output takes 8×8 in tiles,
                         # 64 outputs for 49: there F(4×4) made Foster's step 5% faster, F(2×2) 0.3%)
 _compiled = {}
@@ -75,8 +77,9 @@ G = {2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 
 
 def suits(x, w, stride, pads):
     """Does conv2d(x, w) with this stride and padding take this path? A 3×3 kernel, stride 1, at
-    least MIN_CHANNELS channels in and out, MIN_COLUMNS columns in the products, tiles that fit
-    the output (MAX_SPARE), float32 or float64 NumPy arrays, and the CPU kernels on (Numba there)."""
+    least MIN_CHANNELS channels in and out, MIN_COLUMNS columns in the products (more where the
+    direct path would take it: MIN_COLUMNS_BESIDE_DIRECT), tiles that fit the output (MAX_SPARE),
+    float32 or float64 NumPy arrays, and the CPU kernels on (Numba there)."""
     if not (settings["enabled"] and stride == (1, 1) and w.shape[2:] == (3, 3)
             and min(w.shape[:2]) >= MIN_CHANNELS and isinstance(x, np.ndarray)):
         return False
@@ -85,7 +88,8 @@ def suits(x, w, stride, pads):
     oh, ow = h + top + bottom - 2, wd + left + right - 2
     m = tile_size(oh, ow)
     tiles = -(-oh // m) * -(-ow // m)
-    return (tiles * n >= MIN_COLUMNS[m] and m * m * tiles <= MAX_SPARE * oh * ow and x.dtype == w.dtype
+    least = (MIN_COLUMNS_BESIDE_DIRECT if direct.suits(x, w) else MIN_COLUMNS)[m]
+    return (tiles * n >= least and m * m * tiles <= MAX_SPARE * oh * ow and x.dtype == w.dtype
             and x.dtype in (np.float32, np.float64) and _compile())
 
 
