@@ -11,6 +11,7 @@ from helpers import (assert_close_to_reference, assert_same_bits, conv_arrays, g
 from minivae import functional as F
 from minivae import threads
 from minivae.functional import direct, im2col
+from minivae.functional._common import bias_grad
 from minivae.functional.activations import Fused
 from minivae.tensor import Tensor
 
@@ -185,3 +186,52 @@ def test_the_planes_weight_gradient_has_the_same_bits_on_any_thread_count(count,
     def split_more():
         monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 1)                  # these few planes split too
     assert_same_bits(*on_one_thread_and_on(count, lambda: [products()], split_more))
+
+
+@pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
+@pytest.mark.parametrize("pads", [(0, 1, 0, 1), (0, 0, 0, 0)], ids=["padded", "no padding"])
+@pytest.mark.parametrize("with_sums", [True, False], ids=["with the bias sums", "without"])
+def test_the_gradient_before_the_activation_is_made_in_the_padded_copy(activation, pads, with_sums):
+    """Patches(dL/dy, before=(y, slope, sums)): the padded copy of dL/dy · slope(y), the numbers of
+    the activation's own backward pass padded after it, bit for bit, and the bias gradient's sums
+    those of bias_grad (cpu_kernels.sum_rows: each image row of 4·16 numbers, whole groups of 64)."""
+    g, y = (im2col.from_chwn(randn(8, 5 * 4 * BATCH, seed=s).astype(np.float32), (BATCH, 8, 5, 4)) for s in (1, 2))
+    y[..., 1, :] = np.maximum(y[..., 1, :], 0)                   # zeros and positives among them
+    w = randn(8, 8, 3, 3).astype(np.float32)
+    sums = np.full(8, np.nan, np.float32) if with_sums else None
+    assert direct.gradient_suits(g, y, w, with_sums)
+    fused = direct.Patches(g, (3, 3), (2, 2), pads, before=(y, activation.negative_slope, sums))
+    before = activation.backward(g, y)
+    assert_same_bits([fused.x_pad], [direct.Patches(before, (3, 3), (2, 2), pads).x_pad.copy()])
+    if with_sums:
+        assert_same_bits([sums], [bias_grad(before)])
+
+
+def test_where_the_gradient_is_made_in_the_padded_copy():
+    def made(width, seed):       # as the layers hand dL/dy and y on: views of CHWN memory
+        return im2col.from_chwn(randn(8, 3 * width * BATCH, seed=seed).astype(np.float32), (BATCH, 8, 3, width))
+    g, y, w = made(4, 1), made(4, 2), randn(8, 8, 3, 3).astype(np.float32)
+    assert direct.gradient_suits(g, y, w, sums=False)
+    assert direct.gradient_suits(g, y, w, sums=True)                             # image rows of 4·16 numbers
+    assert not direct.gradient_suits(made(3, 1), made(3, 2), w, sums=True)       # of 3·16: not whole groups of 64
+    assert direct.gradient_suits(made(3, 1), made(3, 2), w, sums=False)
+    assert not direct.gradient_suits(np.ascontiguousarray(g), y, w, sums=False)  # g not laid out as CHWN
+    assert not direct.gradient_suits(g, np.ascontiguousarray(y), w, sums=False)
+    assert not direct.gradient_suits(g[:12], y[:12], w, sums=False)               # as suits: whole vectors
+
+
+@pytest.mark.parametrize("activation", [Fused(), Fused(0.3)], ids=["relu", "leaky_relu 0.3"])
+def test_a_transposed_layer_with_an_activation_gives_the_bits_of_the_separate_passes(activation, monkeypatch):
+    """conv_transpose2d's backward with its activation's gradient made in the padded copy: the
+    bits of the activation's own pass followed by the padded copy (gradient_suits off)."""
+    op, x_shape, w_shape = F.conv_transpose2d, (BATCH, 8, 4, 8), (8, 8, 3, 3)    # 16·16 numbers a row: whole groups
+    arrays = conv_arrays(op, x_shape, w_shape, np.float32)
+    kwargs = {"stride": 2, "padding": "same", "activation": activation}
+    n, c, h, w = op(*arrays, **kwargs).shape
+    g = im2col.from_chwn(randn(c, h * w * n, seed=4).astype(np.float32), (n, c, h, w))   # as the layers hand it on
+    befores = []
+    monkeypatch.setattr(direct, "_padded", lambda *a, _f=direct._padded: befores.append(a[5]) or _f(*a))
+    fused = run(op, arrays, kwargs, g, True)
+    assert [before is not None for before in befores] == [True]             # the backward's one padded copy
+    monkeypatch.setattr(direct, "gradient_suits", lambda *a: False)
+    assert_same_bits(fused, run(op, arrays, kwargs, g, True))

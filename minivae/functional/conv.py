@@ -17,6 +17,8 @@ Padding is resolved once into (top, bottom, left, right), because Keras' "same" 
 """
 import numbers
 
+import numpy as np
+
 from .. import backend, cpu_kernels
 from ..tensor import Tensor
 from ..workspace import workspace
@@ -187,15 +189,24 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
                  None if b is None else b.data, activation)   # + b, then the activation
 
     def backward(g):
-        g, db = before_activation(activation, g, y, b)        # dL/dy before the activation (and dL/db)
-        if one_channel.suits(g, w_data, stride, needs_grad=False):
-            dx, dw = _one_channel_out_grads(g, x_mat, w_data, pads, x.shape, x.requires_grad, w.requires_grad)
+        want_db = b is not None and b.requires_grad
+        if (activation is not None and not one_channel.suits(g, w_data, stride, needs_grad=False)
+                and direct.gradient_suits(g, y, w_data, want_db)):
+            # dL/dy before the activation (and dL/db) made in the pass that pads it for the direct
+            # path, where its own pass wrote it out and the padded copy read it back
+            db = np.empty(w_data.shape[1], g.dtype) if want_db else None
+            g_cols = direct.Patches(g, w_data.shape[2:], stride, pads, before=(y, activation.negative_slope, db))
+            dx = direct.correlate(g_cols, w_data) if x.requires_grad else None
         else:
+            g, db = before_activation(activation, g, y, b)    # dL/dy before the activation (and dL/db)
+            if one_channel.suits(g, w_data, stride, needs_grad=False):
+                dx, dw = _one_channel_out_grads(g, x_mat, w_data, pads, x.shape, x.requires_grad, w.requires_grad)
+                return dx, None if dw is None else weight_grad(dw), bias_grad(g) if db is None and want_db else db
             g_cols, dx = _correlate(g, w_data, stride, pads)  # im2col(dY), W @ im2col(dY)
-            dx = from_chwn(dx, x.shape) if x.requires_grad else None
-            dw = _weight_product(x_mat, g_cols).reshape(w_data.shape) if w.requires_grad else None
-        return (dx, None if dw is None else weight_grad(dw),
-                bias_grad(g) if db is None and b is not None and b.requires_grad else db)
+            db = bias_grad(g) if db is None and want_db else db
+        dx = from_chwn(dx, x.shape) if x.requires_grad else None
+        dw = _weight_product(x_mat, g_cols).reshape(w_data.shape) if w.requires_grad else None
+        return dx, None if dw is None else weight_grad(dw), db
     return Tensor.from_op(y, (x, w, b), backward, op)
 
 

@@ -76,15 +76,21 @@ def suits(x, w):
 
 
 class Patches:
-    """im2col's matrix, unmade: x padded (C, Hp, Wp, N) and the offsets koff, voff of its runs."""
+    """im2col's matrix, unmade: x padded (C, Hp, Wp, N) and the offsets koff, voff of its runs.
 
-    def __init__(self, x, kernel, stride, pads):
+    before: where x is dL/dy after an op's fused activation, (y, the activation's negative_slope,
+    sums or None), y the op's output (N, C, H, W), to take the patches of dL/dy · slope(y), the
+    gradient before the activation, made in the padded copy's pass instead of a pass of its own
+    (and its channels' sums, the bias gradient, written to sums where given): gradient_suits
+    says where."""
+
+    def __init__(self, x, kernel, stride, pads, before=None):
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, pads
         hp, wp = h + top + bottom, w + left + right
         self.out_hw = ((hp - kh) // sh + 1, (wp - kw) // sw + 1)
         self.columns = self.out_hw[0] * self.out_hw[1] * n
-        self.x_pad = _padded(x.transpose(1, 2, 3, 0), top, left, hp, wp)
+        self.x_pad = _padded(x.transpose(1, 2, 3, 0), top, left, hp, wp, before)
         key = (c, hp, wp, n, kh, kw, sh, sw)
         if key not in _offsets:
             lanes, (oh, ow) = _compiled["lanes"], self.out_hw
@@ -93,6 +99,16 @@ class Patches:
                     + np.arange(0, n, lanes))
             _offsets[key] = koff.ravel().astype(np.int64), voff.ravel().astype(np.int64)
         self.koff, self.voff = _offsets[key]
+
+
+def gradient_suits(g, y, w, sums):
+    """Can Patches take dL/dy = g after a fused activation with output y as its `before`? Where
+    suits(g, w), g and y are views of CHWN memory (as the ops hand them on), and, where the bias
+    sums are wanted, each image row of a channel (W·N numbers) whole groups of SUM_LANES, as
+    cpu_kernels.sum_rows adds them."""
+    rows, y_rows = g.transpose(1, 2, 3, 0), y.transpose(1, 2, 3, 0)
+    return (suits(g, w) and isinstance(y, np.ndarray) and y.dtype == g.dtype and rows.flags.c_contiguous
+            and y_rows.flags.c_contiguous and (not sums or g.shape[3] * g.shape[0] % cpu_kernels.SUM_LANES == 0))
 
 
 def correlate(patches, w, bias=None, activation=None):
@@ -155,13 +171,17 @@ def _parts(blocks, flops):
     return max(1, min(threads.count(), blocks, flops // threads.MIN_SPLIT_FLOPS))
 
 
-def _padded(x_chwn, top, left, hp, wp):
+def _padded(x_chwn, top, left, hp, wp, before=None):
     """x (C, H, W, N) inside zeros to (C, Hp, Wp, N): x itself where that is no padding and x is
     contiguous (as the convolutions hand it on), else a workspace copy made by channels on the
     threads; an x laid out otherwise (a caller's (N, C, H, W) array) copied into place in one
-    strided pass."""
+    strided pass. With `before` (see Patches), x · slope(y) inside zeros, always a copy."""
     (channels, height, width, batch), contiguous = x_chwn.shape, x_chwn.flags.c_contiguous
-    if (height, width) == (hp, wp) and contiguous:
+    y_rows, slope, sums = (None, np.float32(0), None) if before is None else before
+    if y_rows is not None:
+        y_rows = y_rows.transpose(1, 2, 3, 0).reshape(channels, height, -1)
+        slope = np.float32(slope or 0)
+    elif (height, width) == (hp, wp) and contiguous:
         return x_chwn
     out = workspace.empty((channels, hp, wp, batch), x_chwn.dtype)
     if not contiguous:
@@ -171,7 +191,8 @@ def _padded(x_chwn, top, left, hp, wp):
     parts = max(1, min(threads.count(), channels, out.size // threads.MIN_PIECE))
     pieces = threads.bounds(channels, parts)
     rows, out_rows = x_chwn.reshape(channels, height, -1), out.reshape(channels, hp, -1)
-    threads.run(lambda p: _compiled["pad"](rows, out_rows, top, left * batch, *pieces[p]), parts)
+    threads.run(lambda p: _compiled["pad"](rows, out_rows, top, left * batch, y_rows, sums, slope, *pieces[p]),
+                parts)
     return out
 
 
@@ -257,11 +278,17 @@ def plane_grads(a, b, length, koff, voff, out, p0, p1):
             k += group
 
 
-def pad(x, out, top, left, c0, c1):
+def pad(x, out, top, left, y, sums, negative_slope, c0, c1):
     """out[c, top + r, left·N + j] = x[c, r, j], zeros around it, for channels c0..c1: x (C, H, W·N)
-    and out (C, Hp, Wp·N), each row of x one run of memory, copied in one loop (SIMD)."""
+    and out (C, Hp, Wp·N), each row of x one run of memory, copied in one loop (SIMD). Where y is
+    given (x's shape), x · slope(y) instead, as cpu_kernels.activation_grad_flat makes it (the
+    gradient before a fused activation with output y); and where sums is given too, sums[c] = the
+    channel's sum of those, added as cpu_kernels.sum_rows adds a row (W·N a multiple of SUM_LANES)."""
     height, width = x.shape[1], x.shape[2]
+    group = cpu_kernels.SUM_LANES
+    lanes = np.zeros(group, np.float32)
     for c in range(c0, c1):
+        lanes[:] = 0
         for r in range(out.shape[1]):
             row = out[c, r]
             if r < top or r >= top + height:
@@ -270,8 +297,26 @@ def pad(x, out, top, left, c0, c1):
             row[:left] = 0
             row[left + width:] = 0
             frm, to = x[c, r - top], row[left:left + width]
-            for j in range(width):
-                to[j] = frm[j]
+            if y is None:
+                for j in range(width):
+                    to[j] = frm[j]
+            elif sums is None:
+                slopes_of = y[c, r - top]
+                for j in range(width):
+                    to[j] = frm[j] * cpu_kernels.slope_at(slopes_of[j], negative_slope)
+            else:
+                for start in range(0, width, group):     # slices: every loop index is k alone (SIMD)
+                    part, y_part, to_part = frm[start:start + group], y[c, r - top, start:start + group], \
+                        to[start:start + group]
+                    for k in range(group):
+                        v = part[k] * cpu_kernels.slope_at(y_part[k], negative_slope)
+                        to_part[k] = v
+                        lanes[k] += v
+        if sums is not None:
+            total = lanes[0]
+            for k in range(1, group):
+                total += lanes[k]
+            sums[c] = total
 
 
 def _forward_block(lanes, runs, fetch=False):
