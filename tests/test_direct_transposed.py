@@ -36,6 +36,7 @@ LAYERS = {  # name: (op, x shape, w shape, keyword arguments)
                                                        {"stride": 3}),
     "transposed, stride 1, narrowing, 5 runs a row (a block of one run)": (F.conv_transpose2d, (BATCH, 16, 5, 5),
                                                                            (16, 8, 3, 3), {"padding": 1}),
+    "transposed, one channel out (a last layer)": (F.conv_transpose2d, (BATCH, 8, 5, 6), (8, 1, 3, 3), {"padding": 1}),
     "conv2d narrowing 16 -> 8 (the turned kernel's transposed convolution)": (F.conv2d, (BATCH, 16, 5, 5),
                                                                               (8, 16, 3, 3), {"padding": 1}),
     "conv2d, stride 2, same (its dL/dx)": (F.conv2d, (BATCH, 8, 8, 7), (8, 8, 3, 3),
@@ -152,7 +153,7 @@ def test_which_products_take_the_path():
     assert not direct_transposed.suits(x_mat.astype(np.float64), w.astype(np.float64), BATCH)
     assert not direct_transposed.suits(x_mat, w, 12)                     # the batch in whole vectors
     assert not direct_transposed.suits(x_mat[:4], w[:4], BATCH)          # at least 8 channels in
-    assert not direct_transposed.suits(x_mat, w[:, :4], BATCH)           # and out
+    assert direct_transposed.suits(x_mat, w[:, :1], BATCH)               # and any number out
     assert not direct_transposed.suits(x_mat, w[:, :, :2], BATCH)        # a 3×3 kernel
     assert not direct_transposed.suits(np.asfortranarray(x_mat), w, BATCH)
     with path_switched(direct.settings, False):                          # MINIVAE_DIRECT=never

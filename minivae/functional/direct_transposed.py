@@ -34,7 +34,7 @@ from .. import cpu_kernels, threads
 from ..workspace import workspace
 from . import direct, simd
 
-MIN_CHANNELS = 8        # channels in and out: with fewer a block's sums are short, or a thread has no channel
+MIN_CHANNELS = 8        # channels in (X's rows): with fewer a block's sums are short
 KERNEL = (3, 3)         # the blocks' kernel size (every layer of both books' models): 2 × 9 vectors of sums
 STRIPE_BYTES = 256 << 10    # the input rows each stripe of X holds (at 32 and 1024 KiB no faster alone)
 FETCH_AHEAD = 2         # each block prefetches the runs of X the next block reads (they lie just before)
@@ -47,12 +47,13 @@ scatter_block_1 = scatter_block_2 = None
 def suits(x_mat, w, batch, bias=None):
     """Does col2im(Wᵀ @ X) for X = x_mat (C_in, H·W·N) and w (C_in, C_out, kH, kW) take this path?
     float32 NumPy arrays (the bias too), X C-contiguous, the batch a multiple of LANES, at least
-    MIN_CHANNELS channels in and out, a 3×3 kernel, the direct path on (MINIVAE_DIRECT) and the
-    CPU kernels on (Numba there)."""
+    MIN_CHANNELS channels in, a 3×3 kernel, the direct path on (MINIVAE_DIRECT) and the CPU kernels
+    on (Numba there). (With one channel out, the last layers', on one thread: foster 32's step
+    0.988, chollet 16's 0.988, the images split over two threads no faster: docs/performance.md.)"""
     return (direct.settings["enabled"] and isinstance(x_mat, np.ndarray) and isinstance(w, np.ndarray)
             and x_mat.dtype == w.dtype == np.float32 and x_mat.flags.c_contiguous
             and (bias is None or (isinstance(bias, np.ndarray) and bias.dtype == np.float32))
-            and min(w.shape[:2]) >= MIN_CHANNELS and w.shape[2:] == KERNEL and _compile()
+            and w.shape[0] >= MIN_CHANNELS and w.shape[2:] == KERNEL and _compile()
             and batch % _compiled["lanes"] == 0)
 
 
