@@ -190,8 +190,8 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
 
     def backward(g):
         want_db = b is not None and b.requires_grad
-        if (activation is not None and not one_channel.suits(g, w_data, stride, needs_grad=False)
-                and direct.gradient_suits(g, y, w_data, want_db)):
+        one_out = one_channel.suits(g, w_data, stride, needs_grad=False)   # (the activation keeps g's dtype)
+        if activation is not None and not one_out and direct.gradient_suits(g, y, w_data, want_db):
             # dL/dy before the activation (and dL/db) made in the pass that pads it for the direct
             # path, where its own pass wrote it out and the padded copy read it back
             db = np.empty(w_data.shape[1], g.dtype) if want_db else None
@@ -199,7 +199,7 @@ def _transposed(x, w, b, w_data, stride, pads, out_shape, op, activation, weight
             dx = direct.correlate(g_cols, w_data) if x.requires_grad else None
         else:
             g, db = before_activation(activation, g, y, b)    # dL/dy before the activation (and dL/db)
-            if one_channel.suits(g, w_data, stride, needs_grad=False):
+            if one_out:
                 dx, dw = _one_channel_out_grads(g, x_mat, w_data, pads, x.shape, x.requires_grad, w.requires_grad)
                 return dx, None if dw is None else weight_grad(dw), bias_grad(g) if db is None and want_db else db
             g_cols, dx = _correlate(g, w_data, stride, pads)  # im2col(dY), W @ im2col(dY)

@@ -185,6 +185,7 @@ def _padded(x_chwn, top, left, hp, wp, before=None):
         return x_chwn
     out = workspace.empty((channels, hp, wp, batch), x_chwn.dtype)
     if not contiguous:
+        assert y_rows is None, "_padded: `before` needs x in CHWN memory (gradient_suits)"
         out.fill(0)
         out[:, top:top + height, left:left + width] = x_chwn
         return out
