@@ -3,7 +3,7 @@ repeats in images/s and ms per step, minor page faults per step, peak memory, an
 with how many threads.
 
 A step here is the training loop's step (minivae/train.py): a shuffled MNIST batch, forward,
-backward, optimizer step. The first steps are slower (the workspace fills up, the BLAS starts its
+backward, optimizer step, in as many processes as training takes (parallel.py). The first steps are slower (the workspace fills up, the BLAS starts its
 threads), so `warmup` steps run untimed first.
 """
 import datetime
@@ -15,15 +15,16 @@ import time
 
 import numpy as np
 
-from . import backend, cpu_kernels, data, rng, threads
+from . import backend, cpu_kernels, data, parallel, rng, threads
 from .train import TrainConfig, build, to_tensor
 
 OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines; they slow NumPy
 
 
-def peak_rss_mb():
-    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(who=resource.RUSAGE_SELF):
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB); with
+    RUSAGE_CHILDREN, the largest of its ended child processes' (parallel.py's)."""
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def minor_faults():
@@ -84,15 +85,21 @@ def endless_batches(images, batch_size):
 
 
 def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, synthetic=False,
-        warmup=10, repeats=5):
+        warmup=10, repeats=5, processes=0):
     """Time `repeats` runs of `steps` training steps after `warmup` untimed ones; report the
-    median run's images/s and ms per step, and minor page faults per step over all timed steps."""
-    config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
+    median run's images/s and ms per step, and minor page faults per step over all timed steps.
+    processes: as TrainConfig.processes (0: as training chooses)."""
+    config = TrainConfig(model=model, batch_size=batch_size, device=device, processes=processes).resolved()
     net, optimizer, loss_fn = build(config)
     batches = endless_batches(training_images(batch_size, data_dir, synthetic, net.input_shape),
                               batch_size)
+    processes = parallel.processes_for(config, net)
+    shared = None if processes == 1 else parallel.DataParallel(net, optimizer, loss_fn, batch_size,
+                                                               net.input_shape, processes)
 
     def step():
+        if shared is not None:
+            return shared.step(next(batches))[0]
         x = to_tensor(next(batches), device)
         loss, _, _ = loss_fn(x, *net(x))
         optimizer.zero_grad()
@@ -100,22 +107,29 @@ def run(model="foster", batch_size=32, steps=50, device="cpu", data_dir=None, sy
         optimizer.step()
         return loss.item()  # .item() waits for the GPU, so the timing is honest
 
-    for _ in range(warmup):
-        step()
-    seconds, faults = [], minor_faults()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
+    try:
+        for _ in range(warmup):
             step()
-        seconds.append(time.perf_counter() - start)
-    faults = (minor_faults() - faults) / (steps * repeats)
+        seconds, faults = [], minor_faults()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            seconds.append(time.perf_counter() - start)
+        faults = (minor_faults() - faults) / (steps * repeats)
+    finally:
+        if shared is not None:
+            shared.close()
     median = statistics.median(seconds)
     result = {"model": model, "device": device, "batch_size": batch_size, "steps": steps,
               "repeats": repeats, "images_per_s": round(batch_size * steps / median, 1),
               "ms_per_step": round(1000 * median / steps, 2), "minor_faults_per_step": round(faults, 1),
               "peak_rss_mb": round(peak_rss_mb(), 1), **machine()}
+    if shared is not None:   # each other process's peak as well (their memory adds to this one's)
+        result["peak_rss_mb_each_other_process"] = round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)
     if device == "cpu":
-        result.update(blas_info(), patch_copies=cpu_kernels.describe(), pool_threads=threads.count())
+        result.update(blas_info(), patch_copies=cpu_kernels.describe(), pool_threads=threads.count(),
+                      processes=processes)
     else:
         result["kernels"] = backend.kernel_mode()
         result["gpu_pool_mb"] = round(backend.require_cuda().get_default_memory_pool().total_bytes() / 2**20, 1)

@@ -190,7 +190,7 @@ def cmd_bench(args):
     from . import bench
     batch_size = _timed_batch_size(args)
     result = bench.run(args.model, batch_size, args.steps, args.device, args.data_dir,
-                       synthetic=args.synthetic)
+                       synthetic=args.synthetic, processes=args.processes)
     print(json.dumps(result))
 
 
@@ -212,7 +212,8 @@ def cmd_profile(args):
     from . import profile
     batch_size = _timed_batch_size(args)
     report = profile.run(args.model, args.device, batch_size, args.steps, args.warmup,
-                         args.data_dir, synthetic=args.synthetic, peak_size=args.peak_size)
+                         args.data_dir, synthetic=args.synthetic, peak_size=args.peak_size,
+                         processes=args.processes)
     print(profile.format_report(report))
 
 
@@ -415,6 +416,13 @@ def _kernels_option(p):
                    help="on a GPU: our CUDA kernels (auto, the default) or CuPy's own (never)")
 
 
+def _processes_option(p, default=None):
+    p.add_argument("--processes", type=_whole_number(0, zero_means="chosen"), default=default,
+                   help="CPU: processes sharing each step's images, one core each (default 0: one per "
+                        "core where each gets a multiple of 16 images and the model has no batch norm, "
+                        "else 1)")
+
+
 def _parser():
     parser = _Parser(prog="minivae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -445,6 +453,7 @@ def _parser():
                    help="chollet only: sample with exp(log_var) as the book's code did")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar")
+    _processes_option(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(run=cmd_train)
 
@@ -526,6 +535,7 @@ def _parser():
     p.add_argument("--data-dir")
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     _kernels_option(p)
+    _processes_option(p, default=0)
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("profile", help="time each op of one training step, forward and backward")
@@ -540,6 +550,7 @@ def _parser():
     p.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     p.add_argument("--peak-size", type=_whole_number(1), default=2048,
                    help="side of the matrix product that measures the peak")
+    _processes_option(p, default=0)
     _kernels_option(p)
     p.set_defaults(run=cmd_profile)
     return parser

@@ -284,12 +284,14 @@ class Report:
     peak_size: int
     peak_megabytes: int
     rows: list
-    step_ms: float             # median step with the profiler off
+    step_ms: float             # median step with the profiler off (as training takes it: in `processes`)
     profiled_step_ms: float    # median step with it on (its timers and synchronizations included)
     forward_ms: float          # medians, profiler on: the forward pass (model and loss) as a whole,
     backward_ms: float         # and loss.backward() as a whole
     kernels: str = "auto"      # backend.kernel_mode() (on a GPU: our CUDA kernels, or CuPy's own)
     cpu: str = ""              # the CPU's model name (bench.cpu_model)
+    processes: int = 1         # processes sharing each step's images (parallel.py)
+    one_process_step_ms: float = 0.0   # median step with the profiler off in this process alone
 
     @property
     def rows_ms(self):
@@ -308,15 +310,19 @@ class Report:
 
 
 def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir=None,
-        synthetic=False, peak_size=2048, peak_megabytes=64):
+        synthetic=False, peak_size=2048, peak_megabytes=64, processes=0):
     """Profile `steps` training steps after `warmup` untimed ones. The steps alternate, one with the
-    profiler off and one with it on, so that both meet the machine in the same mood. Returns a Report."""
-    from . import bench
+    profiler off and one with it on, so that both meet the machine in the same mood. Where training
+    shares a step's images among processes (parallel.py; `processes` as TrainConfig's), `steps`
+    steps taken that way are timed first, back to back as training takes them; the ops are timed
+    in this process. Returns a Report."""
+    from . import bench, parallel
     from .train import TrainConfig, build, to_tensor
     if steps < 1 or warmup < 0:
         raise ValueError(f"profile: --steps must be at least 1 and --warmup at least 0, got {steps} and {warmup}")
-    config = TrainConfig(model=model, batch_size=batch_size, device=device).resolved()
+    config = TrainConfig(model=model, batch_size=batch_size, device=device, processes=processes).resolved()
     net, optimizer, loss_fn = build(config)
+    processes = parallel.processes_for(config, net)
     xp = np if device == "cpu" else backend.require_cuda()
     images = bench.training_images(config.batch_size, data_dir, synthetic, net.input_shape)
     batches = bench.endless_batches(images, config.batch_size)
@@ -347,13 +353,21 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
     # half of the peak's products (see the module's docstring) before the warm-up steps, which also
     # wait out OpenBLAS's threads: they spin on after a product, and slowed the next step 3x
     peak_before = peak_gflops(device, peak_size, PEAK_REPEATS)
+    plain, alone, profiled = [], [], []
+    if processes > 1:   # the step as training takes it, back to back (the other processes' caches warm)
+        with parallel.DataParallel(net, optimizer, loss_fn, config.batch_size, net.input_shape,
+                                   processes) as shared:
+            for k in range(warmup + steps):
+                start = time.perf_counter()
+                shared.step(next(batches))
+                if k >= warmup:
+                    plain.append(time.perf_counter() - start)
     for _ in range(warmup):
         step(False)
-    plain, profiled = [], []
     for _ in range(steps):
         start = time.perf_counter()
         step(False)
-        plain.append(time.perf_counter() - start)
+        alone.append(time.perf_counter() - start)
         start = time.perf_counter()
         with profiler.recording():
             step(True)
@@ -364,8 +378,9 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
     peak = max(peak_before, peak_gflops(device, peak_size, PEAK_REPEATS))
     return Report(model, device, config.batch_size, steps, warmup, peak,
                   peak_gbps(device, peak_megabytes), peak_size, peak_megabytes, list(profiler.rows.values()),
-                  median_ms(plain), median_ms(profiled), median_ms(passes["forward"]),
-                  median_ms(passes["backward"]), backend.kernel_mode(), bench.cpu_model())
+                  median_ms(plain or alone), median_ms(profiled), median_ms(passes["forward"]),
+                  median_ms(passes["backward"]), backend.kernel_mode(), bench.cpu_model(), processes,
+                  median_ms(alone))
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -409,9 +424,10 @@ def format_report(report):
     header = (f"{'layer':<24} {'op':<20} {'fwd ms':>8} {'bwd ms':>8} {'% step':>7} "
               f"{'work':>11} {'rate':>14} {'% peak':>6}")
     rule = "-" * len(header)
+    alone_ms = report.one_process_step_ms or report.step_ms   # (a Report made by hand may lack it)
 
     def line(layer, op, fwd, bwd, work="", rate="", peak=""):
-        share = 100 * (fwd + bwd) / report.step_ms
+        share = 100 * (fwd + bwd) / alone_ms
         return (f"{layer:<24} {op:<20} {fwd:>8.2f} {bwd:>8.2f} {share:>6.1f}% "
                 f"{work:>11} {rate:>14} {peak:>6}").rstrip()
 
@@ -431,8 +447,12 @@ def format_report(report):
     lines.append("")
 
     in_passes = forward - sum(r.forward_ms for r in report.rows if r.layer == "optimizer")
-    ratio = report.rows_ms / report.step_ms
-    lines += [f"step with the profiler off: {report.step_ms:.2f} ms; the rows add up to "
+    ratio = report.rows_ms / alone_ms
+    if report.processes > 1:
+        lines += [f"step with the profiler off, as training takes it: {report.step_ms:.2f} ms, its images shared "
+                  f"among {report.processes} processes, one core each (minivae/parallel.py)"]
+    lines += [f"step with the profiler off{' in this process alone' if report.processes > 1 else ''}: "
+              f"{alone_ms:.2f} ms; the rows add up to "
               f"{report.rows_ms:.2f} ms, {100 * ratio:.1f}% of it "
               f"({'within' if abs(ratio - 1) <= 0.10 else 'NOT within'} 10%)",
               f"step with the profiler on: {report.profiled_step_ms:.2f} ms; in it the ops took "

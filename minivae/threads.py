@@ -211,6 +211,24 @@ class one_blas_thread:
             _blas().set(self.previous)
 
 
+class one_thread:
+    """Within it, every op runs whole on the calling thread (count() is 1) and OpenBLAS on that
+    thread only: for a process that has one core to itself (parallel.py). On leaving, both
+    counts are what they were."""
+
+    def __enter__(self):
+        self.previous, self.blas = count(), blas_threads()
+        _pool["count"] = 1
+        if self.blas not in (None, 1):
+            _blas().set(1)
+        return self
+
+    def __exit__(self, *exc):
+        _pool["count"] = self.previous
+        if self.blas not in (None, 1):
+            _blas().set(self.blas)
+
+
 # ---- the pool's threads and the BLAS's thread count ----------------------------------------------
 
 class _Worker:
@@ -265,7 +283,7 @@ _signals = np.zeros(MAX_THREADS + 1, np.int64)   # [0]: the latest ticket posted
 
 
 def _spin():
-    """The two waiting loops below, compiled by Numba to run without the GIL (and cached on disk);
+    """The waiting loops and counters below, compiled by Numba to run without the GIL (and cached on disk);
     None where Numba is missing."""
     if "spin" not in _pool:
         try:
@@ -305,7 +323,7 @@ def _spin():
             return numba.types.none(array, index, value), codegen
 
         _pool["spin"] = {loop.__name__: numba.njit(cache=True, nogil=True)(loop)
-                         for loop in (done_then_wait, until_equal)}
+                         for loop in (done_then_wait, until_equal, publish, at_least)}
     return _pool["spin"]
 
 
@@ -329,6 +347,25 @@ def until_equal(a, i, value):
     """Return once a[i] == value, yielding the core between looks."""
     while load_acquire(a, i) != value:
         sched_yield()
+
+
+def publish(a, i, value):
+    """a[i] = value, seen by other threads (and processes sharing a's memory) only after
+    everything written before it: for parallel.py's counters."""
+    store_release(a, i, value)
+
+
+def at_least(a, start, stop, value, rounds):
+    """Wait, yielding the core between looks, until a[i] >= value for every start <= i < stop:
+    True once they are, False after `rounds` rounds without."""
+    for _ in range(rounds):
+        i = start
+        while i < stop and load_acquire(a, i) >= value:
+            i += 1
+        if i == stop:
+            return True
+        sched_yield()
+    return False
 
 
 def _forget_workers():

@@ -10,13 +10,13 @@ import math
 import os
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, data, optim, rng
+from . import backend, checkpoint, data, optim, parallel, rng
 from .models import get_preset
 from .tensor import Tensor, detect_anomaly, no_grad
 
@@ -45,6 +45,7 @@ class TrainConfig:
     images: str = None          # a folder of images (--images), as an absolute path
     images_fingerprint: str = None   # its listing's when the run began: resume refuses a changed folder
     limit_steps: int = 0        # 0: whole epochs
+    processes: int = 0          # CPU: processes sharing each step's images (parallel.py); 0: chosen there
     book_exp_log_var: bool = False
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -170,18 +171,28 @@ def train(config, log=print):
     if config.limit_steps:
         steps_per_epoch = min(steps_per_epoch, config.limit_steps)
     decay = f", ×{config.lr_decay:g} every {config.lr_step} epoch(s)" if config.lr_decay != 1 else ""
+    processes = parallel.processes_for(config, model)
+    shared = f" in {processes} processes" if processes > 1 else ""
     log(f"training {config.model} with {type(optimizer).__name__} lr {config.lr:g}{decay} on "
-        f"{config.device}: {config.epochs} epoch(s) × {steps_per_epoch} steps of {config.batch_size}; "
+        f"{config.device}{shared}: {config.epochs} epoch(s) × {steps_per_epoch} steps of {config.batch_size}; "
         f"run folder {run.dir}")
 
-    with CtrlC() as ctrl_c:
+    with CtrlC() as ctrl_c, _shared_steps(processes, model, optimizer, loss_fn, config) as parallel_steps:
         return _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics, start_epoch,
-                       start_step, epoch_state, steps_per_epoch, ctrl_c, log)
+                       start_step, epoch_state, steps_per_epoch, ctrl_c, log, parallel_steps)
+
+
+def _shared_steps(processes, model, optimizer, loss_fn, config):
+    """A parallel.DataParallel taking the steps in `processes` processes (a context manager that
+    ends them), or, for one, a context holding None."""
+    if processes == 1:
+        return nullcontext()
+    return parallel.DataParallel(model, optimizer, loss_fn, config.batch_size, model.input_shape, processes)
 
 
 def _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics, start_epoch,
-            start_step, epoch_state, steps_per_epoch, ctrl_c, log):
-    """The epochs' loop. Each epoch: its steps, a checkpoint of the trained state, the test-set
+            start_step, epoch_state, steps_per_epoch, ctrl_c, log, parallel_steps=None):
+    """The epochs' loop (each step taken by parallel_steps where given). Each epoch: its steps, a checkpoint of the trained state, the test-set
     evaluation, the metrics record, the end-of-epoch checkpoint. Ctrl-C saves the state at the
     last step boundary (see CtrlC); the checkpoint's (epoch, step) says where to pick up."""
     schedule = optim.StepDecay(config.lr, config.lr_decay, config.lr_step)
@@ -213,7 +224,7 @@ def _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics
                     ctrl_c.stop()
                 x = to_tensor(batch, config.device)
                 with ctrl_c.deferring():  # a step happens whole or not at all
-                    value, rec, kl = _step(model, optimizer, loss_fn, x, run, epoch, step)
+                    value, rec, kl = _step(model, optimizer, loss_fn, x, run, epoch, step, parallel_steps)
                     n = x.shape[0]
                     epoch_state["sums"] = [a + b * n for a, b in zip(epoch_state["sums"], (value, rec, kl))]
                     epoch_state["images"] += n
@@ -278,20 +289,25 @@ def open_datasets(config, image_shape, log=print):
     return train_set, test_set
 
 
-def _step(model, optimizer, loss_fn, x, run, epoch, step):
-    """One training step; -> (loss, recon, kl) as floats. A non-finite loss stops the run before
-    the update, naming the op that produced it (NumPy's own overflow warnings are silenced: this
-    one line says it)."""
+def _step(model, optimizer, loss_fn, x, run, epoch, step, parallel_steps=None):
+    """One training step (by parallel_steps where given); -> (loss, recon, kl) as floats. A
+    non-finite loss stops the run before the update, naming the op that produced it (NumPy's own
+    overflow warnings are silenced: this one line says it)."""
     rng_before = rng.get_state()
     with np.errstate(all="ignore"):
-        loss, rec, kl = loss_fn(x, *model(x))
-        value = loss.item()
+        if parallel_steps is not None:
+            value, rec, kl = parallel_steps.step(x)       # no update where the loss is not finite
+        else:
+            loss, rec, kl = loss_fn(x, *model(x))
+            value = loss.item()
         if not math.isfinite(value):
             culprit = _find_non_finite_op(model, loss_fn, x, rng_before)
             kept = (f"the last good checkpoint {run.checkpoint} is kept" if run.checkpoint.exists()
                     else "no checkpoint had been written yet")
             raise TrainingError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}: "
                                 f"{culprit}; {kept}")
+        if parallel_steps is not None:
+            return value, rec, kl
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -373,7 +389,7 @@ class CtrlC:
 
 # What --resume may change: none of these alters what the next step computes. (The images folder
 # may move: its listing's fingerprint, which open_datasets checks, may not change.)
-RESUME_MAY_CHANGE = {"epochs", "progress", "data_dir", "images", "device", "out", "extra"}
+RESUME_MAY_CHANGE = {"epochs", "progress", "data_dir", "images", "device", "processes", "out", "extra"}
 RECORDED = {"images_fingerprint"}   # not options: what the run found, taken from its checkpoint
 
 

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from minivae import checkpoint, cli, data, train
+from minivae import checkpoint, cli, data, parallel, train
 
 
 def write_idx(path, array):
@@ -69,23 +69,32 @@ def test_same_seed_same_losses_bit_for_bit(mnist_dir, tmp_path, model):
     assert [json.loads(line)["epoch"] for line in lines] == [1]
 
 
-def assert_resume_matches(straight, mnist_dir, tmp_path):
+def assert_resume_matches(straight, mnist_dir, tmp_path, processes=0):
     """Resuming runs/split to 2 epochs ends exactly where the uninterrupted runs/straight did."""
-    resumed = train.train(config(mnist_dir, tmp_path / "split", epochs=2, extra={"resume": True}),
-                          log=lambda s: None)
+    resumed = train.train(config(mnist_dir, tmp_path / "split", epochs=2, extra={"resume": True},
+                                 processes=processes), log=lambda s: None)
     assert same_metrics(straight, resumed)
     ws, wr = weights(tmp_path / "straight"), weights(tmp_path / "split")
     assert all(np.array_equal(ws[k], wr[k]) for k in ws)
 
 
-def test_two_epochs_equal_one_then_resume(mnist_dir, tmp_path):
-    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2), log=lambda s: None)
-    train.train(config(mnist_dir, tmp_path / "split", epochs=1), log=lambda s: None)
-    assert_resume_matches(straight, mnist_dir, tmp_path)
+# processes=2: each step's images shared out between two processes (minivae/parallel.py)
+ONE_AND_TWO_PROCESSES = pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.skipif(
+    parallel._why_not(train.TrainConfig()) is not None, reason="no data parallelism here"))])
 
 
-def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(mnist_dir, tmp_path, monkeypatch):
-    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2), log=lambda s: None)
+@ONE_AND_TWO_PROCESSES
+def test_two_epochs_equal_one_then_resume(mnist_dir, tmp_path, processes):
+    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2, processes=processes),
+                           log=lambda s: None)
+    train.train(config(mnist_dir, tmp_path / "split", epochs=1, processes=processes), log=lambda s: None)
+    assert_resume_matches(straight, mnist_dir, tmp_path, processes)
+
+
+@ONE_AND_TWO_PROCESSES
+def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(mnist_dir, tmp_path, monkeypatch, processes):
+    straight = train.train(config(mnist_dir, tmp_path / "straight", epochs=2, processes=processes),
+                           log=lambda s: None)
     real_build, calls = train.build, {"steps": 0}
 
     def build_that_presses_ctrl_c(cfg):
@@ -102,12 +111,13 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(mnist_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(train, "build", build_that_presses_ctrl_c)
     with pytest.raises(train.Interrupted, match="epoch 2, step 2.*--resume"):
-        train.train(config(mnist_dir, tmp_path / "split", epochs=2), log=lambda s: None)
+        train.train(config(mnist_dir, tmp_path / "split", epochs=2, processes=processes), log=lambda s: None)
     monkeypatch.setattr(train, "build", real_build)
-    assert_resume_matches(straight, mnist_dir, tmp_path)
+    assert_resume_matches(straight, mnist_dir, tmp_path, processes)
 
 
-def test_non_finite_loss_stops_naming_the_op_and_changes_nothing(mnist_dir, tmp_path, monkeypatch):
+@ONE_AND_TWO_PROCESSES
+def test_non_finite_loss_stops_naming_the_op_and_changes_nothing(mnist_dir, tmp_path, monkeypatch, processes):
     """A NaN stop on --resume: one line naming the op, no NumPy warnings, and the run folder as it
     was (config.json still says 1 epoch, though this call asked for 2)."""
     out = tmp_path / "run"
@@ -125,7 +135,8 @@ def test_non_finite_loss_stops_naming_the_op_and_changes_nothing(mnist_dir, tmp_
                                                   r"op '\w+' in layer 'sampling'.*last good checkpoint"), \
             warnings.catch_warnings():
         warnings.simplefilter("error")  # a NumPy RuntimeWarning reaching the user fails the test
-        train.train(config(mnist_dir, out, epochs=2, extra={"resume": True}), log=lambda s: None)
+        train.train(config(mnist_dir, out, epochs=2, extra={"resume": True}, processes=processes),
+                    log=lambda s: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
