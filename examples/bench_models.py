@@ -90,9 +90,13 @@ def last_json_line(command, env):
 
 
 def median_run(runs):
-    """The run with the median images/s (the upper one of an even count), its peak memory the largest seen."""
+    """The run with the median images/s (the upper one of an even count), its peak memory the largest
+    seen: for a minivae run whose steps were shared among processes (minivae/parallel.py), the sum of
+    theirs."""
     middle = sorted(runs, key=lambda run: run["images_per_s"])[len(runs) // 2]
-    return {**middle, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs), "repeats": len(runs)}
+    return {**middle, "peak_rss_mb": max(run["peak_rss_mb"] + (run.get("processes", 1) - 1)
+                                         * run.get("peak_rss_mb_each_other_process", 0) for run in runs),
+            "repeats": len(runs)}
 
 
 def main():
@@ -133,7 +137,7 @@ def main():
           + (f", without {' and '.join(removed)}" if removed else ""))
     if args.baseline:
         print(f"baseline: the minivae in {args.baseline}")
-    print(f"{'model':<12} {'batch':>5} {'thr':>3} {'minivae img/s':>13} {'ms/step':>8} {'faults':>6} "
+    print(f"{'model':<12} {'batch':>5} {'thr':>3} {'proc':>4} {'minivae img/s':>13} {'ms/step':>8} {'faults':>6} "
           f"{'peak MB':>8} {'torch img/s':>11} {'faults':>6} {'torch MB':>8} {'ratio':>6}"
           + (f" {'baseline img/s':>14} {'its ratio':>9}" if args.baseline else ""))
     results = []
@@ -168,7 +172,8 @@ def main():
                         result["baseline_ratio"] = round(result["baseline_images_per_s"]
                                                          / result["torch_images_per_s"], 2)
                 nan = float("nan")
-                print(f"{model:<12} {batch_size:>5} {threads:>3} {result['images_per_s']:>13.1f} "
+                print(f"{model:<12} {batch_size:>5} {threads:>3} {result.get('processes', 1):>4} "
+                      f"{result['images_per_s']:>13.1f} "
                       f"{result['ms_per_step']:>8.1f} {result['minor_faults_per_step']:>6.0f} "
                       f"{result['peak_rss_mb']:>8.0f} {result.get('torch_images_per_s', nan):>11.1f} "
                       f"{result.get('torch_minor_faults_per_step', nan):>6.0f} "
@@ -176,8 +181,10 @@ def main():
                       + (f" {result['baseline_images_per_s']:>14.1f} {result.get('baseline_ratio', nan):>9.2f}"
                          if baseline else ""), flush=True)
                 results.append(result)
-    print("faults: minor page faults per step; peak MB: each process's peak resident memory "
-          "(data, model, Python and library included).")
+    print("proc: the processes minivae's steps were shared among (minivae/parallel.py), one core each; "
+          "faults: minor page faults per step (minivae: its first process's); peak MB: each library's peak "
+          "resident memory (data, model, Python and library included; minivae in more than one process: "
+          "the sum of theirs, pages they share counted in each).")
     for result in results:
         print(json.dumps(result))
 
