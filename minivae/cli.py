@@ -419,8 +419,8 @@ def _kernels_option(p):
 def _processes_option(p, default=None):
     p.add_argument("--processes", type=_whole_number(0, zero_means="chosen"), default=default,
                    help="CPU: processes sharing each step's images, one core each (default 0: one per "
-                        "core where each gets a multiple of 16 images and the model has no batch norm, "
-                        "else 1)")
+                        "core where each gets a multiple of 16 images, the model has no batch norm and "
+                        "at most 20,000 parameters per image of a share; else 1)")
 
 
 def _parser():

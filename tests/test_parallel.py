@@ -120,7 +120,7 @@ def test_a_process_that_dies_is_an_error_not_a_hang(keep_global_rng_state):
 
 
 def test_the_choice_of_processes():
-    foster = models.foster_vae()
+    foster, chollet = models.foster_vae(), models.chollet_vae()
     with_batch_norm = models.foster_vae(use_batch_normalization=True)
     previous = threads.count()
     threads.set_count(2)
@@ -129,6 +129,7 @@ def test_the_choice_of_processes():
             return parallel.processes_for(TrainConfig(batch_size=batch, **kw), model)
         assert chosen(32) == 2 and chosen(64) == 2            # 16 and 32 images a process
         assert chosen(16) == 1 and chosen(48) == 1            # 8, or 24: not whole runs of 16
+        assert chosen(32, chollet) == 1 and chosen(128, chollet) == 2   # 550,629 parameters: 34k or 8.6k an image
         assert chosen(32, with_batch_norm) == 1 and chosen(32, device="cuda") == 1
         assert chosen(32, processes=1) == 1 and chosen(16, processes=2) == 2
         with pytest.raises(ValueError, match="encoder.encoder_bn_0 and 6 more layers keep.*batch norm"):
