@@ -241,8 +241,11 @@ class DataParallel:
             self.floats[1 + 3 * k:4 + 3 * k] = [t.item() for t in losses]
             for i, param in enumerate(self.params):
                 self.has_grad[k, i] = param.grad is not None
+                into = self.grads[k, self.offsets[i]:self.offsets[i + 1]]
                 if param.grad is not None:
-                    self.grads[k, self.offsets[i]:self.offsets[i + 1]] = param.grad.reshape(-1)
+                    into[...] = param.grad.reshape(-1)
+                else:
+                    into[...] = 0
             failure = None
         except BaseException as error:  # noqa: B902 - reported to the others, then raised (in part 0)
             failure = error
@@ -266,20 +269,17 @@ class DataParallel:
         return result
 
     def _add_up(self, shares, lr):
-        """Every parameter's gradient as Σ_j share_j · (part j's gradient), in the order of j,
-        then the optimizer's step: the same numbers in every process."""
+        """Every parameter's gradient as Σ_j share_j · (part j's gradient), in the order of j (a
+        part without one wrote zeros), then the optimizer's step: the same numbers in every
+        process. All parameters' gradients at once, as one long vector."""
         dtype = self.grads.dtype
+        total = np.multiply(self.grads[0], dtype.type(shares[0]), out=workspace.empty(self.grads.shape[1:], dtype))
+        term = workspace.empty(total.shape, dtype)
+        for j in range(1, self.processes):
+            total += np.multiply(self.grads[j], dtype.type(shares[j]), out=term)
         for i, param in enumerate(self.params):
-            parts = [j for j in range(self.processes) if self.has_grad[j, i]]
-            if not parts:
-                param.grad = None
-                continue
-            grads = self.grads[:, self.offsets[i]:self.offsets[i + 1]]
-            total = np.multiply(grads[parts[0]], dtype.type(shares[parts[0]]),
-                                out=workspace.empty(param.data.shape, dtype).reshape(-1))
-            for j in parts[1:]:
-                total += grads[j] * dtype.type(shares[j])
-            param.grad = total.reshape(param.data.shape)
+            had = self.has_grad[:, i].any()
+            param.grad = total[self.offsets[i]:self.offsets[i + 1]].reshape(param.data.shape) if had else None
         self.optimizer.lr = lr
         self.optimizer.step()
 
