@@ -11,9 +11,12 @@ the parts', each weighted by its share n_k of the n images:
 
     L = Σ_k (n_k / n) · L_k,        dL/dθ = Σ_k (n_k / n) · dL_k/dθ
 
-Each process writes its gradients into memory that the processes share, waits for the others',
-adds them up in the same order (k = 0, 1, ...) and takes the same optimizer step: so every copy of
-the weights stays equal to the others bit for bit, and no weights are sent. Each part draws the
+Each process writes its gradients into memory that the processes share and waits for the others'.
+Then each adds up the parts' gradients (in the order k = 0, 1, ...) of its own share of the
+parameters, takes the optimizer's step on those (it alone keeps their Adam moments) and writes
+their new values out, and reads in the others': the work of the update is shared out too, and every
+copy of the weights stays equal to the others bit for bit (`gather` brings the moments together
+for a checkpoint). Each part draws the
 random numbers a step on the whole batch would give its images (rng.batch_part), so ε and the
 dropout masks are one process's. The numbers differ from one process's in their last bits (sums
 made in other orders); the same seed and process count give the same bits.
@@ -49,9 +52,10 @@ PARAMETERS_AN_IMAGE = 20000  # and it takes no more parameters than this per ima
 WAIT_ROUNDS = 2000      # rounds of a wait (each a sched_yield) between looks at the other processes' health
 IDLE_SECONDS = 0.002    # a waiting process spins this long for the next step, then dozes between looks
 DOZE_SECONDS = 5e-4
-STEP, SYNC, CHECK, EXIT = 1, 2, 3, 4      # the commands, control[COMMAND]
+STEP, SYNC, CHECK, GATHER, EXIT = 1, 2, 3, 4, 5    # the commands, control[COMMAND]
 TICKET, COMMAND, IMAGES, STOPPING, SYNC_BYTES = 0, 1, 2, 3, 4   # control's first entries
-FIRST = 8               # then, per process k: ARRIVED (its gradients written), DONE (its step over), FAILED
+FIRST = 8               # then, per process k: ARRIVED (its gradients written), DONE (its step over), FAILED,
+                        # UPDATED (its parameters' new values written)
 
 
 def processes_for(config, model, requested=None):
@@ -111,6 +115,10 @@ class DataParallel:
             raise ValueError(f"DataParallel: the parameters must be NumPy arrays of one dtype, got {dtypes}")
         self.sizes = [p.data.size for p in self.params]
         self.offsets = np.cumsum([0] + self.sizes)
+        # the parameters each process updates (and keeps the optimizer's state of): consecutive
+        # ones, about as many numbers for each process
+        cuts = [int(np.searchsorted(self.offsets, k * self.offsets[-1] / processes)) for k in range(processes)]
+        self.owned = list(zip(cuts, cuts[1:] + [len(self.params)]))
         self.batch_size, self.image_shape = batch_size, tuple(image_shape)
         sync_bytes = 2 * len(pickle.dumps(self._state(), protocol=5)) + (1 << 16)
         self._lay_out(dtypes.pop(), sync_bytes)
@@ -131,9 +139,11 @@ class DataParallel:
         """The memory the processes share (an anonymous mapping, inherited by the forked ones):
         counters, losses, the batch, each process's gradients, error messages, a state to hand on."""
         p, total = self.processes, int(self.offsets[-1])
-        parts = [("control", np.int64, FIRST + 3 * p), ("floats", np.float64, 1 + 4 * p),
+        states = len(self.optimizer.state_names)
+        parts = [("control", np.int64, FIRST + 4 * p), ("floats", np.float64, 1 + 4 * p),
                  ("images", np.float32, self.batch_size * int(np.prod(self.image_shape))),
                  ("grads", dtype, p * total), ("has_grad", np.int8, p * len(self.params)),
+                 ("weights", dtype, total), ("moments", dtype, max(states, 1) * total),
                  ("errors", np.uint8, p * 4096), ("handed_on", np.uint8, sync_bytes)]
         at, places = 0, []
         for name, kind, count in parts:
@@ -147,6 +157,7 @@ class DataParallel:
         self.grads = self.grads.reshape(p, total)
         self.has_grad = self.has_grad.reshape(p, len(self.params))
         self.errors = self.errors.reshape(p, 4096)
+        self.moments = self.moments.reshape(max(states, 1), total)
 
     # ---- what the trainer calls ---------------------------------------------------------------
 
@@ -160,15 +171,28 @@ class DataParallel:
             raise ValueError(f"DataParallel.step: a batch of up to {self.batch_size} images of shape "
                              f"{self.image_shape}, got {x.shape}")
         if len(x) < self.processes:          # too few images to share: this process alone, then its state
+            self.gather()
             result = self._alone(x)
-            self.sync()
+            self._hand_on()
             return result
         ticket = self._post(STEP, x)
         return self._part(0, ticket)
 
-    def sync(self):
-        """Hand this process's weights, optimizer state and random generators to the others (after
-        a change made here alone: a step on too few images to share, a resumed state)."""
+    def gather(self):
+        """The optimizer's state (Adam's moments) of the parameters the other processes update,
+        into this process's optimizer: before its state is saved (a checkpoint) or used here."""
+        self._wait_for_done(self._post(GATHER))
+        for k in range(1, self.processes):
+            for s, name in enumerate(self.optimizer.state_names):
+                for i in range(*self.owned[k]):
+                    state = self.optimizer.state[name]
+                    if state[i] is None:
+                        state[i] = np.zeros_like(self.params[i].data)
+                    state[i][...] = self.moments[s, self.offsets[i]:self.offsets[i + 1]].reshape(state[i].shape)
+
+    def _hand_on(self):
+        """Hand this process's weights, whole optimizer state and random generators to the others
+        (after a step taken here alone)."""
         blob = pickle.dumps(self._state(), protocol=5)
         if len(blob) > self.handed_on.size:
             raise RuntimeError(f"DataParallel.sync: the state grew to {len(blob)} bytes, room for "
@@ -179,7 +203,7 @@ class DataParallel:
         self._wait_for_done(self._post(SYNC))
 
     def checksums(self):
-        """Each process's CRC-32 of its weights and optimizer state (equal where the copies are)."""
+        """Each process's CRC-32 of its weights (equal where the copies are)."""
         self._wait_for_done(self._post(CHECK))
         return [int(self.floats[1 + 3 * self.processes + k]) for k in range(self.processes)]
 
@@ -264,24 +288,33 @@ class DataParallel:
         shares = [(b - a) / n for a, b in threads.bounds(n, p)]
         result = tuple(float(sum(s * self.floats[1 + 3 * j + i] for j, s in enumerate(shares))) for i in range(3))
         if np.isfinite(result[0]):
-            self._add_up(shares, lr)
+            self._add_up(k, ticket, shares, lr)
         publish(control, FIRST + p + k, ticket)
         return result
 
-    def _add_up(self, shares, lr):
-        """Every parameter's gradient as Σ_j share_j · (part j's gradient), in the order of j (a
-        part without one wrote zeros), then the optimizer's step: the same numbers in every
-        process. All parameters' gradients at once, as one long vector."""
-        dtype = self.grads.dtype
-        total = np.multiply(self.grads[0], dtype.type(shares[0]), out=workspace.empty(self.grads.shape[1:], dtype))
+    def _add_up(self, k, ticket, shares, lr):
+        """Process k's parameters' gradients as Σ_j share_j · (part j's gradient), in the order of
+        j (a part without one wrote zeros), as one long vector; the optimizer's step on them; their
+        new values written out, and the others' read in once written. Each parameter is updated
+        by one process, the same way on any: the copies stay equal."""
+        (first, stop), dtype = self.owned[k], self.grads.dtype
+        lo, hi = self.offsets[first], self.offsets[stop]
+        total = np.multiply(self.grads[0, lo:hi], dtype.type(shares[0]), out=workspace.empty((hi - lo,), dtype))
         term = workspace.empty(total.shape, dtype)
         for j in range(1, self.processes):
-            total += np.multiply(self.grads[j], dtype.type(shares[j]), out=term)
+            total += np.multiply(self.grads[j, lo:hi], dtype.type(shares[j]), out=term)
         for i, param in enumerate(self.params):
-            had = self.has_grad[:, i].any()
-            param.grad = total[self.offsets[i]:self.offsets[i + 1]].reshape(param.data.shape) if had else None
+            mine = first <= i < stop and self.has_grad[:, i].any()
+            param.grad = total[self.offsets[i] - lo:self.offsets[i + 1] - lo].reshape(param.data.shape) if mine else None
         self.optimizer.lr = lr
-        self.optimizer.step()
+        self.optimizer.step()                  # (a parameter without a gradient is left alone)
+        for i in range(first, stop):
+            self.weights[self.offsets[i]:self.offsets[i + 1]] = self.params[i].data.reshape(-1)
+        threads._spin()["publish"](self.control, FIRST + 3 * self.processes + k, ticket)
+        self._wait(FIRST + 3 * self.processes, FIRST + 4 * self.processes, ticket)
+        for i, param in enumerate(self.params):
+            if not first <= i < stop:
+                param.data[...] = self.weights[self.offsets[i]:self.offsets[i + 1]].reshape(param.data.shape)
 
     def _alone(self, x):
         """The whole step here, on the threads as usual (for a batch too small to share)."""
@@ -317,6 +350,12 @@ class DataParallel:
                 self._load_state(pickle.loads(bytes(self.handed_on[:int(self.control[SYNC_BYTES])])))
             elif command == CHECK:
                 self.floats[1 + 3 * self.processes + k] = self._checksum()
+            elif command == GATHER:
+                for s, name in enumerate(self.optimizer.state_names):
+                    for i in range(*self.owned[k]):
+                        state = self.optimizer.state[name][i]
+                        into = self.moments[s, self.offsets[i]:self.offsets[i + 1]]
+                        into[...] = 0 if state is None else state.reshape(-1)
             threads._spin()["publish"](self.control, FIRST + self.processes + k, seen)
 
     def _wait(self, start, stop, value, idle=False):
@@ -359,8 +398,4 @@ class DataParallel:
         crc = 0
         for param in self.params:
             crc = zlib.crc32(np.ascontiguousarray(param.data).tobytes(), crc)
-        for name in self.optimizer.state_names:
-            for array in self.optimizer.state[name]:
-                if array is not None:
-                    crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
         return crc

@@ -362,6 +362,7 @@ def run(model="foster", device="cpu", batch_size=0, steps=10, warmup=3, data_dir
                 shared.step(next(batches))
                 if k >= warmup:
                     plain.append(time.perf_counter() - start)
+            shared.gather()   # the whole optimizer state here, for the steps below
     for _ in range(warmup):
         step(False)
     for _ in range(steps):

@@ -201,6 +201,8 @@ def _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics
 
     def save(epoch, step, state):
         nonlocal saved, unsaved
+        if parallel_steps is not None:
+            parallel_steps.gather()   # the optimizer's state of the parameters other processes update
         run.save(model, optimizer, config, epoch, step, state)
         saved, unsaved = (epoch, step), False
 

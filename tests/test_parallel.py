@@ -61,6 +61,28 @@ def test_a_shared_step_is_the_whole_batch_step(keep_global_rng_state):
     assert checksums[0] == checksums[1]         # and both copies of the weights are the same bits
 
 
+def test_gather_brings_every_processs_optimizer_state_here(keep_global_rng_state):
+    """Each process keeps Adam's moments of the parameters it updates; gathered, they are the
+    moments of one process's steps."""
+    x = images(8)
+    model, optimizer, loss_fn = fresh(8)
+    for _ in range(3):   # one process's, to compare with
+        outputs = loss_fn(Tensor(x), *model(Tensor(x)))
+        optimizer.zero_grad()
+        outputs[0].backward()
+        optimizer.step()
+    alone = {name: [a.copy() for a in optimizer.state[name]] for name in optimizer.state_names}
+    model, optimizer, loss_fn = fresh(8)
+    with parallel.DataParallel(model, optimizer, loss_fn, 8, IMAGE, 2) as shared:
+        for _ in range(3):
+            shared.step(x)
+        assert shared.owned[0][1] < len(optimizer.params)      # the other process updates some
+        shared.gather()
+    for name in optimizer.state_names:
+        for gathered, one in zip(optimizer.state[name], alone[name]):
+            np.testing.assert_allclose(gathered, one, rtol=1e-3, atol=1e-9)
+
+
 def test_uneven_parts_are_weighted_by_their_images(keep_global_rng_state):
     x = images(7)                                # 3 images in one process, 4 in the other
     one_losses, one_weights, _ = one_process_steps(x, 2)
