@@ -16,17 +16,17 @@ Then each adds up the parts' gradients (in the order k = 0, 1, ...) of its own s
 parameters, takes the optimizer's step on those (it alone keeps their Adam moments) and writes
 their new values out, and reads in the others': the work of the update is shared out too, and every
 copy of the weights stays equal to the others bit for bit (`gather` brings the moments together
-for a checkpoint). Each part draws the
-random numbers a step on the whole batch would give its images (rng.batch_part), so ε and the
-dropout masks are one process's. The numbers differ from one process's in their last bits (sums
-made in other orders); the same seed and process count give the same bits.
+for a checkpoint). Each part draws the random numbers a step on the whole batch would give its
+images (rng.batch_part), so ε and the dropout masks are one process's. The numbers differ from
+one process's in their last bits (sums made in other orders); the same seed and process count
+give the same bits.
 
 For a loss that is a mean over the images (not a sum), models without buffers that a training
 step changes (batch norm's running statistics would each see one part), NumPy arrays, and Linux
 (os.fork). `processes_for` says where a config's training takes this path.
 
-    with DataParallel(model, optimizer, loss_fn, batch_size=32, processes=2) as parallel:
-        loss, recon, kl = parallel.step(images)          # a NumPy batch (n, C, H, W)
+    with DataParallel(model, optimizer, loss_fn, 32, (1, 28, 28), processes=2) as parallel:
+        loss, recon, kl = parallel.step(images)          # a NumPy batch (n, 1, 28, 28), n <= 32
 """
 import mmap
 import os
@@ -163,9 +163,10 @@ class DataParallel:
 
     def step(self, x):
         """One training step on the batch x (n, C, H, W) (a NumPy array or a Tensor): every
-        process's part forward and backward, the gradients added up, the optimizer's step in every
-        process. Returns (loss, reconstruction term, KL term) of the whole batch as floats. Where the
-        loss is not finite no process updates its weights (the caller can look for the op at fault)."""
+        process's part forward and backward, the gradients added up and the optimizer's step taken,
+        each process on its share of the parameters. Returns (loss, reconstruction term, KL term) of
+        the whole batch as floats. Where the loss is not finite no process updates its weights (the
+        caller can look for the op at fault)."""
         x = x.data if isinstance(x, Tensor) else np.asarray(x)
         if x.shape[1:] != self.image_shape or not 1 <= len(x) <= self.batch_size:
             raise ValueError(f"DataParallel.step: a batch of up to {self.batch_size} images of shape "
@@ -195,7 +196,7 @@ class DataParallel:
         (after a step taken here alone)."""
         blob = pickle.dumps(self._state(), protocol=5)
         if len(blob) > self.handed_on.size:
-            raise RuntimeError(f"DataParallel.sync: the state grew to {len(blob)} bytes, room for "
+            raise RuntimeError(f"DataParallel: the state to hand on grew to {len(blob)} bytes, room for "
                                f"{self.handed_on.size}")
         self._wait_for_done(self.ticket)
         self.handed_on[:len(blob)] = np.frombuffer(blob, np.uint8)
@@ -343,8 +344,9 @@ class DataParallel:
             if command == STEP:
                 try:
                     self._part(k, seen)
-                except Exception:  # noqa: B902 - reported through the shared memory already
-                    pass
+                except Exception:  # noqa: B902 - a failed part is reported through the shared memory
+                    if self.control[FIRST + self.processes + k] != seen:
+                        os._exit(1)   # a failure after that (in the update): the others see this process end
                 continue
             if command == SYNC:
                 self._load_state(pickle.loads(bytes(self.handed_on[:int(self.control[SYNC_BYTES])])))

@@ -191,3 +191,12 @@ def test_training_in_two_processes_ends_near_one_process(tmp_path, monkeypatch):
     assert any(not np.array_equal(one[k], two[k]) for k in one)   # two processes really ran the steps
     for k in one:   # Adam's first steps are about ±lr each, whatever the gradient's size: where it is
         np.testing.assert_allclose(two[k], one[k], atol=6 * 5e-4)   # near 0, rounding may flip one
+
+
+def test_the_command_line_takes_processes_and_refuses_what_it_cannot(capsys):
+    from minivae import cli
+    assert cli.main(["bench", "--synthetic", "--steps", "1", "--batch-size", "32", "--processes", "2"]) in (0, None)
+    assert '"processes": 2' in capsys.readouterr().out
+    assert cli.main(["bench", "--model", "foster-faces", "--synthetic", "--steps", "1", "--processes", "2"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--processes 2: encoder.encoder_bn_0 and" in error and "--processes 1" in error
