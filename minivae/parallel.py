@@ -251,14 +251,19 @@ class DataParallel:
         return self.ticket
 
     def _part(self, k, ticket):
-        """Process k's share of step `ticket`: its images forward and backward, its gradients
-        written out; then, once all are, the sum and the optimizer's step. (loss, recon, kl)."""
+        """Process k's share of step `ticket`, on this thread alone (the other cores are the other
+        processes'): its images forward and backward, its gradients written out; then, once all
+        are, the sum and the optimizer's step on its parameters. (loss, recon, kl)."""
+        with threads.one_thread():
+            return self._part_here(k, ticket)
+
+    def _part_here(self, k, ticket):
         n, p = int(self.control[IMAGES]), self.processes
         start, stop = threads.bounds(n, p)[k]
         x = np.array(self.images[start:stop])   # a copy: the next batch is written here while this one is in use
         lr, control, publish = float(self.floats[0]), self.control, threads._spin()["publish"]
         try:
-            with threads.one_thread(), rng.batch_part(start, stop, n), np.errstate(all="ignore"):
+            with rng.batch_part(start, stop, n), np.errstate(all="ignore"):
                 images = Tensor(x)
                 losses = self.loss_fn(images, *self.model(images))
                 self.optimizer.zero_grad()
