@@ -3,8 +3,9 @@ repeats in images/s and ms per step, minor page faults per step, peak memory, an
 with how many threads.
 
 A step here is the training loop's step (minivae/train.py): a shuffled MNIST batch, forward,
-backward, optimizer step, in as many processes as training takes (parallel.py). The first steps are slower (the workspace fills up, the BLAS starts its
-threads), so `warmup` steps run untimed first.
+backward, optimizer step, in as many processes as training takes (parallel.py). The first steps
+are slower (the workspace fills up, the BLAS starts its threads), so `warmup` steps run untimed
+first.
 """
 import datetime
 import os
