@@ -194,8 +194,8 @@ def _epochs(config, run, model, optimizer, loss_fn, train_set, test_set, metrics
             start_step, epoch_state, steps_per_epoch, ctrl_c, log, parallel_steps=None):
     """The epochs' loop (each step taken by parallel_steps where given). Each epoch: its steps, a
     checkpoint of the trained state, the test-set evaluation, the metrics record, the end-of-epoch
-    checkpoint. Ctrl-C saves the state at the
-    last step boundary (see CtrlC); the checkpoint's (epoch, step) says where to pick up."""
+    checkpoint. Ctrl-C saves the state at the last step boundary (see CtrlC); the checkpoint's
+    (epoch, step) says where to pick up."""
     schedule = optim.StepDecay(config.lr, config.lr_decay, config.lr_step)
     saved = (start_epoch, start_step) if config.extra.get("resume") else None  # what checkpoint.npz holds
     unsaved = False  # steps done since the last save
