@@ -54,7 +54,7 @@ def test_a_shared_step_is_the_whole_batch_step(keep_global_rng_state):
     one_losses, one_weights, one_state = one_process_steps(x, 3)
     losses, weights, state, checksums = shared_steps(x, 3)
     # the same ε for every image: the losses agree to float32 rounding, not just roughly
-    np.testing.assert_allclose(losses, one_losses, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(losses, one_losses, rtol=2e-6, atol=1e-7)
     for shared, alone in zip(weights, one_weights):
         np.testing.assert_allclose(shared, alone, rtol=1e-4, atol=1e-6)
     assert state == one_state                   # every generator drew what one process draws
@@ -87,7 +87,7 @@ def test_uneven_parts_are_weighted_by_their_images(keep_global_rng_state):
     x = images(7)                                # 3 images in one process, 4 in the other
     one_losses, one_weights, _ = one_process_steps(x, 2)
     losses, weights, _, checksums = shared_steps(x, 2)
-    np.testing.assert_allclose(losses, one_losses, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(losses, one_losses, rtol=2e-6, atol=1e-7)
     for shared, alone in zip(weights, one_weights):
         np.testing.assert_allclose(shared, alone, rtol=1e-4, atol=1e-6)
     assert checksums[0] == checksums[1]
@@ -104,7 +104,7 @@ def test_a_batch_smaller_than_the_processes_is_taken_here_and_handed_on(keep_glo
     x = images(1)
     one_losses, one_weights, one_state = one_process_steps(x, 2)
     losses, weights, state, checksums = shared_steps(x, 2, batch=8)
-    np.testing.assert_allclose(losses, one_losses, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(losses, one_losses, rtol=2e-6, atol=1e-7)
     assert all(np.array_equal(a, b) for a, b in zip(weights, one_weights))
     assert state == one_state and checksums[0] == checksums[1]
 
