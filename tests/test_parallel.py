@@ -28,11 +28,15 @@ def fresh(batch=8, seed=0):
     return build(TrainConfig(model="foster", batch_size=batch, seed=seed).resolved())
 
 
+LEARNING_RATES = (5e-4, 2.5e-4, 1e-3)   # a rate that changes between steps (a schedule) reaches every process
+
+
 def one_process_steps(x, steps, seed=0):
     """The losses of `steps` ordinary steps on x, the weights after them, and the generators' state."""
     model, optimizer, loss_fn = fresh(len(x), seed)
     losses = []
-    for _ in range(steps):
+    for k in range(steps):
+        optimizer.lr = LEARNING_RATES[k % 3]
         outputs = loss_fn(Tensor(x), *model(Tensor(x)))
         optimizer.zero_grad()
         outputs[0].backward()
@@ -44,7 +48,10 @@ def one_process_steps(x, steps, seed=0):
 def shared_steps(x, steps, processes=2, seed=0, batch=None):
     model, optimizer, loss_fn = fresh(batch or len(x), seed)
     with parallel.DataParallel(model, optimizer, loss_fn, batch or len(x), IMAGE, processes) as shared:
-        losses = [list(shared.step(x)) for _ in range(steps)]
+        losses = []
+        for k in range(steps):
+            optimizer.lr = LEARNING_RATES[k % 3]
+            losses.append(list(shared.step(x)))
         checksums = shared.checksums()
     return losses, [p.data.copy() for p in model.parameters()], rng.get_state(), checksums
 
